@@ -1,0 +1,50 @@
+# A newcomer's two commands: `make demo` and `make test`. Both create .venv themselves.
+PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_PC := $(VENV)/.installed-pc
+STAMP_DEV := $(VENV)/.installed-dev
+
+.PHONY: demo test lint typecheck pytest bench browser-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP_PC): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[pc,agent]'
+	touch $@
+
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(STAMP_PC)
+
+demo: $(STAMP_PC)
+	$(BIN)/nilm demo
+
+# The browser test drives Debian's chromium; install it once if apt is there and it is missing.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	    || echo "could not install chromium; the browser test will say so"; \
+	  fi; \
+	fi
+
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP_DEV)
+	$(BIN)/mypy
+
+pytest: $(STAMP_DEV) browser-deps
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: $(STAMP_DEV)
+	$(BIN)/pip install -q -e '.[bench]'
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

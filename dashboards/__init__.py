@@ -1,0 +1,1 @@
+"""The live Panel dashboard: data store, views and app assembly."""

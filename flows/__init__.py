@@ -1,0 +1,1 @@
+"""Bytewax dataflows, their sources and sinks, and the `nilm` command."""

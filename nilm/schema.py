@@ -1,0 +1,99 @@
+"""The DuckDB schema, as SQL text: the tables that outside scripts read (see CONTRACT.md).
+
+Pure: this module holds strings only; whoever owns the connection runs them. Every table has a
+key that makes writes idempotent, so at-least-once delivery stores each row once.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCHEMA_SQL", "TABLES"]
+
+TABLES = ("readings", "rejected", "events", "labels", "activations", "alerts", "clusters")
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS readings (
+    home_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    seq BIGINT,
+    a_voltage DOUBLE, a_current DOUBLE, a_act_power DOUBLE, a_aprt_power DOUBLE,
+    a_pf DOUBLE, a_freq DOUBLE,
+    b_voltage DOUBLE, b_current DOUBLE, b_act_power DOUBLE, b_aprt_power DOUBLE,
+    b_pf DOUBLE, b_freq DOUBLE,
+    PRIMARY KEY (home_id, ts)
+);
+CREATE TABLE IF NOT EXISTS rejected (
+    rejection_id VARCHAR PRIMARY KEY,
+    home_id VARCHAR NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL,
+    source_key VARCHAR,
+    raw VARCHAR,
+    reason VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    event_id VARCHAR PRIMARY KEY,
+    home_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    legs VARCHAR NOT NULL,
+    delta_p_w DOUBLE NOT NULL,
+    device VARCHAR,
+    confidence DOUBLE,
+    novelty DOUBLE,
+    uncertainty DOUBLE,
+    cluster_id VARCHAR,
+    delta_q_var DOUBLE,
+    delta_s_va DOUBLE,
+    delta_current_a DOUBLE,
+    delta_pf DOUBLE,
+    p_before_w DOUBLE,
+    p_after_w DOUBLE,
+    delta_p_a_w DOUBLE,
+    delta_p_b_w DOUBLE,
+    voltage_v DOUBLE,
+    inrush_peak_w DOUBLE,
+    ramp_s DOUBLE,
+    settle_slope_w_per_s DOUBLE,
+    detector VARCHAR,
+    labelled BOOLEAN DEFAULT FALSE
+);
+CREATE SEQUENCE IF NOT EXISTS labels_label_id START 1;
+CREATE TABLE IF NOT EXISTS labels (
+    label_id BIGINT PRIMARY KEY DEFAULT nextval('labels_label_id'),
+    event_id VARCHAR NOT NULL,
+    device VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    home_id VARCHAR,
+    source VARCHAR
+);
+CREATE TABLE IF NOT EXISTS activations (
+    activation_id VARCHAR PRIMARY KEY,
+    home_id VARCHAR NOT NULL,
+    device VARCHAR,
+    legs VARCHAR NOT NULL,
+    on_event_id VARCHAR NOT NULL,
+    off_event_id VARCHAR,
+    start_ts TIMESTAMPTZ NOT NULL,
+    end_ts TIMESTAMPTZ,
+    power_w DOUBLE,
+    energy_wh DOUBLE
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id VARCHAR PRIMARY KEY,
+    home_id VARCHAR NOT NULL,
+    device VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    metric VARCHAR NOT NULL,
+    since_ts TIMESTAMPTZ,
+    before_value DOUBLE,
+    after_value DOUBLE,
+    message VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clusters (
+    cluster_id VARCHAR PRIMARY KEY,
+    home_id VARCHAR NOT NULL,
+    n_events BIGINT,
+    typical_delta_p_w DOUBLE,
+    legs VARCHAR,
+    last_seen TIMESTAMPTZ,
+    name VARCHAR
+);
+"""
