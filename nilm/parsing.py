@@ -131,16 +131,22 @@ def _batch(
 def parse_logger_rows(
     rows: Iterable[Mapping[str, Any]], home_id: str, source: str, first_seq: int = 0
 ) -> tuple[ReadingBatch, list[Rejection]]:
-    """Rows in the Shelly logger format; `seq` counts rows from `first_seq` in `source`."""
+    """Rows in the Shelly logger format; `seq` counts rows from `first_seq` in `source`.
+
+    A row that carries its own `seq` (the Pi agent numbers its readings) keeps it.
+    """
     seqs: list[int] = []
     stamps: list[int] = []
     values: list[Sequence[float]] = []
     rejections: list[Rejection] = []
-    for seq, row in enumerate(rows, start=first_seq):
+    for position, row in enumerate(rows, start=first_seq):
+        seq = position
         try:
+            if "seq" in row:
+                seq = int(row["seq"])
             ts = parse_timestamp(row.get("timestamp_utc"))
             vals = [_number(row, name) for name in READING_COLUMNS]
-        except (ParseError, AttributeError) as err:
+        except (ParseError, AttributeError, TypeError, ValueError) as err:
             rejections.append(Rejection(home_id, f"{source}#{seq}", _raw(row), str(err)))
             continue
         seqs.append(seq)

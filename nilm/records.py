@@ -24,6 +24,7 @@ __all__ = [
     "Label",
     "Reading",
     "ReadingBatch",
+    "ReadingChunk",
     "Rejection",
     "TruthEvent",
     "event_id_for",
@@ -281,3 +282,16 @@ class Label:
     event_id: str
     device: str
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingChunk:
+    """What a source hands the flow: parsed readings of one home and the rows it could not parse.
+
+    `source` names where they came from (a file, `agent`, `simulator`) and prefixes the
+    rejections' source keys.
+    """
+
+    source: str
+    batch: ReadingBatch
+    rejections: tuple[Rejection, ...] = ()
