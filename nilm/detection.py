@@ -49,8 +49,9 @@ class HomeEventDetector:
     [('a', 500)]
     """
 
-    def __init__(self, home_id: str, min_event_w: float = 30.0) -> None:
+    def __init__(self, home_id: str, min_event_w: float = 30.0, detector: str = "derivative") -> None:
         self.home_id = home_id
+        self.detector = detector
         self.min_event_w = min_event_w
         self.tail = ReadingBatch.empty(home_id)
 
