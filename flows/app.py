@@ -1,0 +1,174 @@
+"""Process assembly: the commands that run the flow, each owning its DuckDB file.
+
+`replay` runs recorded files through the dataflow and exits; `demo` and `run` are long-lived,
+and serve the dashboard from the same process because DuckDB lets one process open the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import run_main
+from tqdm import tqdm
+
+from flows.database import open_database
+from flows.dataflow import get_flow
+from flows.sink import DuckDBSink
+from flows.sources import FileReplaySource, LabelSource, SimulatorSource, count_rows
+from nilm.settings import Settings
+from nilm.simulator import SimulatorConfig
+
+__all__ = ["ReplaySummary", "recovery_config", "replay", "run_demo", "run_live"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySummary:
+    rows_read: int
+    accepted: int
+    rejected: int
+    events: int
+    seconds: float
+
+    def text(self) -> str:
+        rate = self.rows_read / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"rows read {self.rows_read:,}  accepted {self.accepted:,}  "
+            f"rejected {self.rejected:,}  events {self.events:,}  "
+            f"in {self.seconds:.1f} s ({rate:,.0f} rows/s)"
+        )
+
+
+def recovery_config(settings: Settings) -> RecoveryConfig:
+    """Bytewax recovery in `settings.recovery_dir`, created with one partition on first use."""
+    db_dir = Path(settings.recovery_dir)
+    if not db_dir.exists() or not any(db_dir.iterdir()):
+        db_dir.mkdir(parents=True, exist_ok=True)
+        init_db_dir(db_dir, 1)
+    return RecoveryConfig(str(db_dir))
+
+
+def replay(paths: list[Path], settings: Settings, progress: bool = True) -> ReplaySummary:
+    """Runs recorded readings through the dataflow into `settings.db_path`."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such file: {', '.join(missing)}")
+    started = time.perf_counter()
+    total = sum(count_rows(p) for p in paths)
+    con = open_database(settings.db_path)
+    try:
+        with tqdm(total=total, unit="rows", disable=not progress, unit_scale=True) as bar:
+            read = Counter[str]()
+
+            def on_rows(n: int) -> None:
+                read["rows"] += n
+                bar.update(n)
+
+            written = Counter[str]()
+            sink = DuckDBSink(con, written)
+            source = FileReplaySource(paths, settings.home_id, on_rows=on_rows)
+            run_main(get_flow(settings, source, sink))
+    finally:
+        con.close()
+    return ReplaySummary(
+        rows_read=read["rows"],
+        accepted=written["readings"],
+        rejected=written["rejected"],
+        events=written["events"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _start_dashboard(con: duckdb.DuckDBPyConnection, settings: Settings) -> Any:
+    try:
+        from dashboards.serve import start_dashboard
+    except ImportError as err:  # the dashboard is optional for headless runs
+        log.warning("dashboard not available: %s", err)
+        return None
+    return start_dashboard(con, settings)
+
+
+def _serve_flow(
+    flow_settings: Settings,
+    con: duckdb.DuckDBPyConnection,
+    flow: Any,
+    recovery: RecoveryConfig | None,
+) -> None:
+    try:
+        run_main(flow, epoch_interval=timedelta(seconds=1), recovery_config=recovery)
+    except KeyboardInterrupt:
+        log.info("stopped by Ctrl-C; every reading written so far is in %s", flow_settings.db_path)
+
+
+def run_demo(
+    settings: Settings,
+    days: float | None = None,
+    backfill_days: float = 2.0,
+    speed: float = 60.0,
+    seed: int = 1,
+    serve: bool = True,
+) -> int:
+    """Simulator → flow → DuckDB → dashboard, in one process, until Ctrl-C or `days`."""
+    con = open_database(settings.db_path)
+    dashboard = _start_dashboard(con, settings) if serve else None
+    url = getattr(dashboard, "url", None)
+    print(f"database   {Path(settings.db_path).resolve()}")
+    print(f"dashboard  {url or 'not served'}")
+    print(
+        f"simulating home {settings.home_id!r} (seed {seed}): {backfill_days:g} days of history, "
+        f"then live at {speed:g}x; Ctrl-C stops",
+        flush=True,
+    )
+    source = SimulatorSource(
+        SimulatorConfig(seed=seed, home_id=settings.home_id),
+        days=days,
+        backfill_days=backfill_days,
+        speed=speed,
+    )
+    flow = get_flow(settings, source, DuckDBSink(con), LabelSource(con, settings.label_poll_s))
+    try:
+        _serve_flow(settings, con, flow, None)
+    finally:
+        _print_totals(con)
+        if dashboard is not None:
+            dashboard.stop()
+        con.close()
+    return 0
+
+
+def run_live(settings: Settings) -> int:
+    """The long-lived flow on the Pi agent's readings, with recovery, serving the dashboard."""
+    from flows.agent_source import AgentSource
+
+    con = open_database(settings.db_path)
+    dashboard = _start_dashboard(con, settings)
+    print(f"database   {Path(settings.db_path).resolve()}")
+    print(f"dashboard  {getattr(dashboard, 'url', None) or 'not served'}")
+    print(f"agent      {settings.agent.url}", flush=True)
+    source = AgentSource(settings.agent, settings.home_id)
+    flow = get_flow(settings, source, DuckDBSink(con), LabelSource(con, settings.label_poll_s))
+    try:
+        _serve_flow(settings, con, flow, recovery_config(settings))
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
+        con.close()
+    return 0
+
+
+def _print_totals(con: duckdb.DuckDBPyConnection) -> None:
+    row = con.execute(
+        "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events), "
+        "(SELECT count(*) FROM events WHERE device IS NOT NULL), (SELECT count(*) FROM labels)"
+    ).fetchone()
+    if row is not None:
+        print(f"readings {row[0]:,}  events {row[1]:,}  recognised {row[2]:,}  labels {row[3]:,}")

@@ -1,0 +1,197 @@
+"""The `nilm` command: simulate, replay, demo, run, dashboard, label and eval.
+
+Each subcommand loads one `Settings` and hands it to the module that does the work; this file only
+parses arguments, sets up logging and turns expected errors into one clear line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nilm.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("nilm")
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from flows.recordings import write_simulation
+    from nilm.simulator import SimulatorConfig
+
+    config = SimulatorConfig(
+        seed=args.seed,
+        home_id=args.home,
+        novel_device=args.novel_device,
+        novel_from_day=args.novel_from_day,
+        degrade_device=args.degrade_device,
+        degrade_from_day=args.degrade_from_day,
+    )
+    n, t = write_simulation(config, args.days, Path(args.out), args.truth and Path(args.truth))
+    print(
+        f"wrote {n:,} readings to {args.out}"
+        + (f" and {t:,} truth events to {args.truth}" if args.truth else "")
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from flows.app import replay
+
+    settings = _settings(args, db_path=args.db, home_id=args.home)
+    summary = replay([Path(p) for p in args.files], settings, progress=not args.quiet)
+    print(summary.text())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.app import run_demo
+
+    settings = _settings(args, db_path=args.db, dashboard_port=args.port, dashboard_host=args.host)
+    return run_demo(
+        settings,
+        days=args.days,
+        backfill_days=args.backfill_days,
+        speed=args.speed,
+        seed=args.seed,
+        serve=not args.no_dashboard,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.app import run_live
+
+    return run_live(_settings(args, db_path=args.db))
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboards.serve import run_dashboard_command
+
+    settings = _settings(args, dashboard_port=args.port, dashboard_host=args.host)
+    return int(run_dashboard_command(args.db, settings.dashboard_host, settings.dashboard_port))
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from dashboards.store import DataStore
+    from flows.database import open_database
+
+    con = open_database(args.db)
+    try:
+        label_id = DataStore(con).confirm_label(args.event_id, args.device)
+    finally:
+        con.close()
+    print(f"label {label_id}: event {args.event_id} is {args.device!r}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from flows.eval import run_eval
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    result = run_eval([Path(p) for p in args.readings], Path(args.truth), args.label_budget, models)
+    print(json.dumps(result, indent=2, default=float))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nilm", description="Local, online device recognition for a Shelly Pro 3EM."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="write a simulated household and its ground truth")
+    p.add_argument("--days", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="readings file (.parquet or .csv)")
+    p.add_argument("--truth", help="ground-truth events CSV")
+    p.add_argument("--home", default="home")
+    p.add_argument("--novel-device", help="a device that joins from --novel-from-day")
+    p.add_argument("--novel-from-day", type=int)
+    p.add_argument("--degrade-device", help="a device that degrades from --degrade-from-day")
+    p.add_argument("--degrade-from-day", type=int)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("replay", help="run recorded readings through the dataflow")
+    p.add_argument("files", nargs="+", help="Shelly logger Parquet/CSV or REDD mains CSV")
+    p.add_argument("--db", required=True)
+    p.add_argument("--home", default=None, help="home id (default: 'home')")
+    p.add_argument("--config", help="settings TOML")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("demo", help="simulator → flow → DuckDB → dashboard")
+    p.add_argument("--port", type=int, default=None, help="dashboard port (default 5006)")
+    p.add_argument("--host", default=None, help="dashboard address (default 127.0.0.1)")
+    p.add_argument("--db", default="demo.duckdb")
+    p.add_argument("--config", help="settings TOML")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per second")
+    p.add_argument(
+        "--backfill-days",
+        type=float,
+        default=2.0,
+        help="days of history simulated before going live",
+    )
+    p.add_argument("--days", type=float, default=None, help="stop after this many days")
+    p.add_argument("--no-dashboard", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="the long-lived flow on the Pi agent's readings")
+    p.add_argument("--config", required=True, help="settings TOML")
+    p.add_argument("--db", default=None)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("dashboard", help="browse a database that no flow holds")
+    p.add_argument("--db", required=True)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--host", default=None)
+    p.add_argument("--config", help="settings TOML")
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("label", help="confirm or correct one event's device")
+    p.add_argument("event_id")
+    p.add_argument("device")
+    p.add_argument("--db", required=True)
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("eval", help="accuracy figures on readings with ground truth")
+    p.add_argument("readings", nargs="+")
+    p.add_argument("--truth", required=True)
+    p.add_argument("--label-budget", type=int, default=10)
+    p.add_argument("--models", default=None, help="comma-separated: river,xgboost,cnn,lstm")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (FileNotFoundError, ValueError, PermissionError) as err:
+        print(f"nilm {args.command}: {err}", file=sys.stderr)
+        return 2
+    except ImportError as err:
+        print(
+            f"nilm {args.command}: this command needs a part that is not installed ({err}); "
+            "install the PC side with: pip install '.[pc]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
