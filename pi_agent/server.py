@@ -1,0 +1,133 @@
+"""The HTTP API the PC pulls from, and a Shelly-style `/rpc` for the simulated meter.
+
+- `GET /v1/readings?after=SEQ&limit=N[&wait=S]` (bearer token): committed readings with
+  sequence numbers above SEQ, oldest first, at most N. With `wait`, an empty answer is held
+  up to S seconds until new readings are committed (long poll): the live stream.
+  Answer: `{"readings": [{"seq", "timestamp_utc", "a_voltage", ...}], "last_seq": head,
+  "first_seq": oldest kept}`; a reader whose `after + 1 < first_seq` has lost readings to
+  retention.
+- `GET /healthz`: counters (poller, spool, transport); no token, it holds no readings.
+- `GET /rpc/EM.GetStatus?id=0` and `POST /rpc` (sim only): the simulated meter, so that the
+  HTTP transport is exercised over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from pi_agent.spool import Spool, row_to_json
+
+if TYPE_CHECKING:
+    from pi_agent.sim import SimShelly
+
+__all__ = ["CommitSignal", "make_app"]
+
+logger = logging.getLogger(__name__)
+
+MAX_LIMIT = 10_000
+MAX_WAIT_S = 60.0
+
+
+class CommitSignal:
+    """Wakes every long-polling reader when new readings are committed."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout_s)
+
+
+def _int_arg(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise web.HTTPBadRequest(text=f"{name}={value} must be within [{lo}, {hi}]")
+    return value
+
+
+def make_app(
+    spool: Spool,
+    token: str,
+    health: Callable[[], dict[str, Any]],
+    commits: CommitSignal,
+    sim: SimShelly | None = None,
+) -> web.Application:
+    """The aiohttp application; `health()` gives the /healthz counters."""
+    expected = f"Bearer {token}".encode()
+
+    def authorised(request: web.Request) -> bool:
+        given = request.headers.get("Authorization", "").encode()
+        return hmac.compare_digest(given, expected)
+
+    async def readings(request: web.Request) -> web.Response:
+        if not authorised(request):
+            raise web.HTTPUnauthorized(
+                text="missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        after = _int_arg(request, "after", 0, 0, 2**62)
+        limit = _int_arg(request, "limit", 1000, 1, MAX_LIMIT)
+        try:
+            wait = min(float(request.query.get("wait", 0)), MAX_WAIT_S)
+        except ValueError:
+            raise web.HTTPBadRequest(text="wait must be a number of seconds") from None
+        rows = spool.after(after, limit)
+        if not rows and wait > 0:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            while not rows and (left := deadline - loop.time()) > 0:
+                await commits.wait(left)
+                rows = spool.after(after, limit)
+        body = {
+            "readings": [row_to_json(r) for r in rows],
+            "last_seq": spool.last_seq,
+            "first_seq": spool.first_seq(),
+        }
+        return web.Response(text=json.dumps(body), content_type="application/json")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text=json.dumps(health()), content_type="application/json")
+
+    async def rpc_get(request: web.Request) -> web.Response:
+        assert sim is not None
+        params: dict[str, Any] = dict(request.query)
+        frame = sim.rpc({"id": 1, "method": request.match_info["method"], "params": params})
+        if "error" in frame:
+            code = 404 if frame["error"]["code"] == 404 else 500
+            return web.json_response(frame["error"], status=code)
+        return web.json_response(frame["result"])
+
+    async def rpc_post(request: web.Request) -> web.Response:
+        assert sim is not None
+        try:
+            frame = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="the body is not a JSON-RPC frame") from None
+        return web.json_response(sim.rpc(frame))
+
+    app = web.Application()
+    app.router.add_get("/v1/readings", readings)
+    app.router.add_get("/healthz", healthz)
+    if sim is not None:
+        app.router.add_get("/rpc/{method}", rpc_get)
+        app.router.add_post("/rpc", rpc_post)
+    return app
