@@ -1,4 +1,4 @@
-"""`nilm replay`: every row accounted for, hostile files kept aside, a second run changes nothing."""
+"""`nilm replay`: every row accounted for, hostile files kept aside, replays change nothing."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ def _index(batch, ts) -> int:
 def test_same_seed_same_household_other_seed_other_household() -> None:
     a, ta = HouseholdSimulator(SimulatorConfig(seed=5)).day(1)
     b, tb = HouseholdSimulator(SimulatorConfig(seed=5)).day(1)
-    c, tc = HouseholdSimulator(SimulatorConfig(seed=6)).day(1)
+    _, tc = HouseholdSimulator(SimulatorConfig(seed=6)).day(1)
     assert ta == tb and np.array_equal(a.columns["a_act_power"], b.columns["a_act_power"])
     assert ta != tc
 
