@@ -134,7 +134,8 @@ def run_demo(
         backfill_days=backfill_days,
         speed=speed,
     )
-    flow = get_flow(settings, source, DuckDBSink(con), LabelSource(con, settings.label_poll_s))
+    labels = LabelSource(con, settings.label_poll_s, finished=lambda: source.done)
+    flow = get_flow(settings, source, DuckDBSink(con), labels)
     try:
         _serve_flow(settings, con, flow, None)
     finally:

@@ -255,6 +255,7 @@ class _SimulatorPartition(StatefulSourcePartition[SourceItem, int]):
         src = self.source
         end = None if src.days is None else int(src.days * DAY_S)
         if end is not None and self.position_s >= end:
+            src.done = True
             raise StopIteration
         target = self._target_s() if end is None else min(self._target_s(), end)
         target = min(target, (self.position_s // DAY_S + 1) * DAY_S)  # one day at a time
@@ -301,6 +302,7 @@ class SimulatorSource(FixedPartitionedSource[SourceItem, int]):
         self.backfill_days = backfill_days
         self.speed = speed
         self.batch_s = batch_s
+        self.done = False
 
     def list_parts(self) -> list[str]:
         return [f"simulator-{self.config.home_id}"]
@@ -318,6 +320,8 @@ class _LabelPartition(StatefulSourcePartition[tuple[str, Label], int]):
         self.last_label_id = resume if resume is not None else 0
 
     def next_batch(self) -> list[tuple[str, Label]]:
+        if self.source.finished is not None and self.source.finished():
+            raise StopIteration
         rows = self.cursor.execute(
             "SELECT l.label_id, coalesce(l.home_id, e.home_id), l.event_id, l.device, "
             "l.created_at FROM labels l LEFT JOIN events e USING (event_id) "
@@ -350,11 +354,18 @@ class LabelSource(FixedPartitionedSource[tuple[str, Label], int]):
     """Labels confirmed in the dashboard or by `nilm label`, polled from the `labels` table.
 
     The snapshot is the last `label_id` passed on, so each label reaches the models once.
+    `finished`, when given, ends the input once it returns True (a demo of a set length).
     """
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        poll_s: float = 1.0,
+        finished: Callable[[], bool] | None = None,
+    ) -> None:
         self.connection = connection
         self.poll_s = poll_s
+        self.finished = finished
 
     def list_parts(self) -> list[str]:
         return ["labels"]
