@@ -119,6 +119,8 @@ class BatchClassifier(ABC):
         self.imbalance = imbalance
         self.seed = seed
         self.classes_: tuple[str, ...] = ()
+        self.feature_names_: tuple[str, ...] = ()
+        self.window_shape_: tuple[int, int] = (0, 0)
 
     @property
     def name(self) -> str:
@@ -130,6 +132,8 @@ class BatchClassifier(ABC):
             raise ValueError(f"fit needs one label per sample and at least one; got "
                              f"{len(samples)} samples and {len(y)} labels")
         self.classes_ = tuple(sorted(set(y)))
+        self.feature_names_ = samples.feature_names
+        self.window_shape_ = (int(samples.windows.shape[1]), int(samples.windows.shape[2]))
         index = {c: i for i, c in enumerate(self.classes_)}
         target = np.array([index[c] for c in y], dtype=np.int64)
         if len(self.classes_) > 1:
