@@ -1,20 +1,38 @@
-"""The per-home learner: recognises each event's device and learns from confirmations.
+"""The per-home learner: recognises each event's device, learns from confirmations, flags the new.
 
-`HomeLearner` is what the dataflow keeps in its state for each home. It answers every event and
-every label with rows for the DuckDB tables (`TableRow`), so the flow stays a thin shell.
-This first version predicts nothing: every event is stored as unknown.
+`HomeLearner` is what the dataflow keeps in its state for each home (Bytewax pickles it into
+its snapshots, so everything here pickles and is deterministic for a seed). It answers every
+event and every label with rows for the DuckDB tables (`TableRow`), so the flow stays a thin
+shell. Per event: signature, on/off pairing, classification by the best of several River
+classifiers (prequential selection on the labels), novelty, clustering of the unexplained, and
+device health; per label: learn it once and re-emit the event as confirmed.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
+from nilm.classification import PrequentialSelector
+from nilm.clustering import UnknownClusters
+from nilm.health import HealthMonitor
+from nilm.novelty import NoveltyDetector
+from nilm.pairing import Activation, Pairer
 from nilm.records import Event, Label
+from nilm.signatures import Signature, features, signature_of
 
-__all__ = ["HomeLearner", "TableRow", "event_row"]
+__all__ = ["CLUSTER_LABEL_PREFIX", "HomeLearner", "TableRow", "event_row"]
+
+logger = logging.getLogger(__name__)
 
 # (table, row): the sink upserts the row by the table's key.
 TableRow = tuple[str, dict[str, Any]]
+
+# A label whose event_id is "cluster:<cluster_id>" names an unknown-device cluster: every event
+# of it that the learner remembers is learned as that device.
+CLUSTER_LABEL_PREFIX = "cluster:"
 
 
 def event_row(
@@ -58,14 +76,200 @@ def event_row(
     )
 
 
-class HomeLearner:
-    """Keeps the models of one home; `on_event` predicts, `on_label` learns."""
+@dataclass(slots=True)
+class _Seen:
+    """What the learner remembers of a recent event, to learn it when a label comes."""
 
-    def __init__(self, home_id: str) -> None:
+    event: Event
+    signature: Signature
+    x: dict[str, float]
+    device: str | None
+    confidence: float
+    novelty: float
+    uncertainty: float
+    cluster_id: str | None
+    label: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> TableRow:
+        if self.label is not None:
+            return event_row(
+                self.event, self.label, 1.0, self.novelty, 0.0, self.cluster_id, labelled=True
+            )
+        return event_row(
+            self.event, self.device, self.confidence, self.novelty, self.uncertainty,
+            self.cluster_id,
+        )  # fmt: skip
+
+
+class HomeLearner:
+    """Keeps the models of one home; `on_event` predicts, `on_label` learns.
+
+    Parameters
+    ----------
+    home_id
+        The home.
+    models
+        Candidate classifiers (names in `nilm.classification.CLASSIFIERS`); the one with the best
+        prequential macro-F1 on the labels answers.
+    imbalance
+        The class-imbalance strategy (`nilm.classification.IMBALANCE`).
+    novelty_window_events
+        HalfSpaceTrees' window, in events.
+    memory_events
+        How many recent events are remembered so that a label can be learned (older labels are
+        logged and skipped).
+    utc_offset_s
+        The home's offset from UTC, for time-of-day features.
+    seed
+        Seeds every model.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime, timedelta
+    >>> from nilm.records import Event, Label
+    >>> t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    >>> def ev(i, dp, legs="a"):
+    ...     return Event(f"e{i}", "h", t0 + timedelta(minutes=i), legs, dp, 0.3 * dp, dp, 0.0,
+    ...                  0.0, 100.0, 100.0 + dp, dp, 0.0, 120.0)
+    >>> learner = HomeLearner("h", seed=0)
+    >>> learner.on_event(ev(0, 500.0))[-1][1]["device"] is None
+    True
+    >>> _ = learner.on_label(Label(1, "h", "e0", "heater", t0))
+    >>> learner.on_event(ev(1, 505.0))[-1][1]["device"]
+    'heater'
+    """
+
+    def __init__(
+        self,
+        home_id: str,
+        models: tuple[str, ...] = ("knn", "knn1", "hoeffding"),
+        imbalance: str = "none",
+        novelty_window_events: int = 250,
+        memory_events: int = 10_000,
+        utc_offset_s: int = 0,
+        seed: int = 0,
+    ) -> None:
         self.home_id = home_id
+        self.models = tuple(models)
+        self.imbalance = imbalance
+        self.novelty_window_events = novelty_window_events
+        self.memory_events = memory_events
+        self.utc_offset_s = utc_offset_s
+        self.seed = seed
+        self.classifier = PrequentialSelector(self.models, imbalance, seed)
+        self.novelty = NoveltyDetector(window_events=novelty_window_events, seed=seed)
+        self.clusters = UnknownClusters(home_id)
+        self.pairer = Pairer()
+        self.health = HealthMonitor(home_id)
+        self.recent: OrderedDict[str, _Seen] = OrderedDict()
+        self.last_label_id = 0
+        self.n_events = 0
+
+    def clone(self) -> HomeLearner:
+        return HomeLearner(
+            self.home_id, self.models, self.imbalance, self.novelty_window_events,
+            self.memory_events, self.utc_offset_s, self.seed,
+        )  # fmt: skip
+
+    # -- events ------------------------------------------------------------------------------
 
     def on_event(self, event: Event) -> list[TableRow]:
-        return [event_row(event)]
+        """Predict `event`'s device; rows for events, activations, clusters and alerts."""
+        if event.event_id in self.recent:
+            # At-least-once delivery: an event seen before is answered as before, not relearned.
+            return [self.recent[event.event_id].row()]
+        self.n_events += 1
+        sig = signature_of(event, self.utc_offset_s)
+        closes = self.pairer.match(event, None)
+        if closes is not None:
+            hours = (event.ts - closes.start_ts).total_seconds() / 3600.0
+            sig = sig.with_run(hours * 3600.0, hours * (closes.power_w - event.delta_p_w) / 2.0)
+        x = features(sig)
+        proba = self.classifier.predict_proba_one(x)
+        score = self.novelty.score_one(x)
+        self.novelty.learn_one(x)
+        device: str | None = None
+        confidence = 0.0
+        if proba:
+            device = max(sorted(proba), key=lambda k: proba[k])
+            confidence = proba[device]
+        rows: list[TableRow] = []
+        cluster_id = None
+        if score.novel:
+            device = None
+            cluster = self.clusters.learn_one(x, event)
+            if cluster is not None:
+                cluster_id = cluster.cluster_id
+                rows.append(("clusters", cluster.row()))
+        uncertainty = 1.0 - confidence * (1.0 - score.novelty)
+        seen = _Seen(event, sig, x, device, confidence, score.novelty, uncertainty, cluster_id)
+        self._remember(seen)
+        for activation in self.pairer.on_event(event, device):
+            rows.append(("activations", activation.row()))
+            rows += self._health(activation)
+        if device is not None:
+            rows += [("alerts", a.row()) for a in self.health.on_event(device, event)]
+        rows.append(seen.row())
+        return rows
+
+    def _health(self, activation: Activation) -> list[TableRow]:
+        if activation.device is None or activation.off_event_id is None:
+            return []
+        return [("alerts", a.row()) for a in self.health.on_activation(activation)]
+
+    def _remember(self, seen: _Seen) -> None:
+        self.recent[seen.event.event_id] = seen
+        while len(self.recent) > self.memory_events:
+            self.recent.popitem(last=False)
+
+    # -- labels ------------------------------------------------------------------------------
 
     def on_label(self, label: Label) -> list[TableRow]:
-        return []
+        """Learn a confirmation once (labels at or below the last id seen are skipped)."""
+        if label.label_id <= self.last_label_id:
+            logger.debug("label %s already learned; skipped", label.label_id)
+            return []
+        self.last_label_id = label.label_id
+        if label.event_id.startswith(CLUSTER_LABEL_PREFIX):
+            return self._name_cluster(label.event_id[len(CLUSTER_LABEL_PREFIX) :], label.device)
+        seen = self.recent.get(label.event_id)
+        if seen is None:
+            logger.warning(
+                "label %s names event %s, which is not among the last %s events of home %s: "
+                "not learned", label.label_id, label.event_id, self.memory_events, self.home_id,
+            )  # fmt: skip
+            return []
+        return self._learn(seen, label.device)
+
+    def _learn(self, seen: _Seen, device: str) -> list[TableRow]:
+        if seen.label == device:
+            return [seen.row()]
+        seen.label = device
+        self.classifier.learn_one(seen.x, device)
+        self.novelty.learn_label(seen.x, device)
+        rows = [seen.row()]
+        if seen.event.delta_p_w > 0:
+            run = self.pairer.relabel(seen.event.event_id, device)
+            if run is not None:
+                rows.append(("activations", run.row()))
+        return rows
+
+    def _name_cluster(self, cluster_id: str, device: str) -> list[TableRow]:
+        cluster = self.clusters.name(cluster_id, device)
+        if cluster is None:
+            logger.warning("no unknown-device cluster %s in home %s", cluster_id, self.home_id)
+            return []
+        rows: list[TableRow] = [("clusters", cluster.row())]
+        for seen in list(self.recent.values()):
+            if seen.cluster_id == cluster_id:
+                rows += self._learn(seen, device)
+        return rows
+
+    # -- what the dashboard and eval read ----------------------------------------------------
+
+    def uncertainty_queue(self, limit: int = 20) -> list[tuple[str, float]]:
+        """Unlabelled recent events, most uncertain first: the active-learning order."""
+        pending = [(s.event.event_id, s.uncertainty) for s in self.recent.values() if not s.label]
+        pending.sort(key=lambda p: (-p[1], p[0]))
+        return pending[:limit]

@@ -1,0 +1,163 @@
+"""Novelty: does an event come from a device that the user has never confirmed?
+
+Two views are combined. River's `HalfSpaceTrees` learns the density of every event's features
+(scaled to [0, 1] by fixed physical limits), over a window counted in events: it says whether
+such events are rare in this home. A memory of the confirmed events says how far the event is
+from anything the user has labelled. An event is novel when it is both rare and far from every
+label: a rarely used but labelled oven is not novel, and neither is a frequent fridge cycle
+that simply has no label yet (that one is unknown, and the unknown-cluster step groups it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from river import anomaly
+
+from nilm.classification import weighted
+from nilm.signatures import FEATURE_LIMITS
+
+__all__ = ["NoveltyDetector", "NoveltyScore"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NoveltyScore:
+    """`rarity` from the half-space trees, `label_distance` to the nearest confirmed event
+    (weighted feature units; inf before any label), and their combination `novelty` in [0, 1]."""
+
+    rarity: float
+    label_distance: float
+    novelty: float
+    novel: bool
+
+
+class NoveltyDetector:
+    """Scores how new an event is, from its feature dict (`nilm.signatures.features`).
+
+    Parameters
+    ----------
+    window_events
+        HalfSpaceTrees' window, in events (it scores 0 until the first window has filled, so
+        `rarity` is taken as 1 until then: everything is new in a new home).
+    n_trees, height
+        HalfSpaceTrees' size.
+    distance_scale
+        The weighted feature distance at which an event counts as half-way unlike its nearest
+        label (see `nilm.classification.FEATURE_WEIGHTS`; noise between events of one device is
+        about 0.3-0.5).
+    threshold
+        `novelty` at or above which an event is flagged novel.
+    max_labels_per_device
+        How many confirmed events per device the distance memory keeps (the oldest go first).
+    seed
+        Seeds the trees.
+
+    Examples
+    --------
+    >>> nd = NoveltyDetector(window_events=8, seed=1)
+    >>> for i in range(20):
+    ...     x = {"log_p": 2.1 + 0.001 * (i % 3), "on": 1.0}
+    ...     nd.learn_one(x)
+    ...     nd.learn_label(x, "fridge")
+    >>> nd.score_one({"log_p": 2.101, "on": 1.0}).novel
+    False
+    >>> nd.score_one({"log_p": 3.6, "on": 1.0}).novel
+    True
+
+    References
+    ----------
+    Tan, S. C., Ting, K. M. and Liu, T. F. (2011). Fast anomaly detection for streaming data.
+    IJCAI 2011.
+    """
+
+    def __init__(
+        self,
+        window_events: int = 250,
+        n_trees: int = 25,
+        height: int = 8,
+        distance_scale: float = 1.2,
+        threshold: float = 0.5,
+        max_labels_per_device: int = 200,
+        seed: int = 0,
+    ) -> None:
+        self.window_events = window_events
+        self.n_trees = n_trees
+        self.height = height
+        self.distance_scale = distance_scale
+        self.threshold = threshold
+        self.max_labels_per_device = max_labels_per_device
+        self.seed = seed
+        limits: dict[Hashable, tuple[float, float]] = {k: v for k, v in FEATURE_LIMITS.items()}
+        self.trees: Any = anomaly.HalfSpaceTrees(
+            n_trees=n_trees,
+            height=height,
+            window_size=window_events,
+            limits=limits,
+            seed=seed,
+        )
+        self.n_learned = 0
+        self.labelled: dict[str, deque[dict[str, float]]] = {}
+
+    def clone(self) -> NoveltyDetector:
+        return NoveltyDetector(
+            self.window_events,
+            self.n_trees,
+            self.height,
+            self.distance_scale,
+            self.threshold,
+            self.max_labels_per_device,
+            self.seed,
+        )
+
+    def learn_one(self, x: dict[str, float]) -> None:
+        """Add an event to the density (every event, labelled or not)."""
+        self.trees.learn_one(_inside(x))
+        self.n_learned += 1
+
+    def learn_label(self, x: dict[str, float], device: str) -> None:
+        """Remember a confirmed event of `device`."""
+        memory = self.labelled.setdefault(device, deque(maxlen=self.max_labels_per_device))
+        memory.append(weighted(x))
+
+    def rarity(self, x: dict[str, float]) -> float:
+        """HalfSpaceTrees' anomaly score in [0, 1]; 1 until its first window has filled."""
+        if self.n_learned < self.window_events:
+            return 1.0
+        return float(self.trees.score_one(_inside(x)))
+
+    def label_distance(self, x: dict[str, float]) -> tuple[float, str | None]:
+        """The weighted distance to the nearest confirmed event, and its device."""
+        wx = weighted(x)
+        best, device = math.inf, None
+        for name in sorted(self.labelled):
+            for y in self.labelled[name]:
+                d = math.sqrt(sum((wx.get(k, 0.0) - y.get(k, 0.0)) ** 2 for k in wx.keys() | y))
+                if d < best:
+                    best, device = d, name
+        return best, device
+
+    def score_one(self, x: dict[str, float]) -> NoveltyScore:
+        """How new `x` is; changes nothing."""
+        rarity = self.rarity(x)
+        distance, _ = self.label_distance(x)
+        far = 1.0
+        if not math.isinf(distance):
+            far = 1.0 - 2.0 ** (-((distance / self.distance_scale) ** 2))
+        novelty = math.sqrt(max(rarity, 0.0) * far)
+        return NoveltyScore(rarity, distance, novelty, novelty >= self.threshold)
+
+
+def _inside(x: dict[str, float]) -> dict[str, float]:
+    """The features HalfSpaceTrees has limits for, clipped into them."""
+    out = {}
+    for k, (lo, hi) in FEATURE_LIMITS.items():
+        if k in x:
+            out[k] = min(max(x[k], lo), hi)
+    return out
