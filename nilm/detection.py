@@ -1,29 +1,39 @@
 """Per-home event detection: readings in, one `Event` per physical switch out.
 
-`HomeEventDetector` is what the dataflow keeps in its state for each home. This first version
-is the derivative-threshold baseline: a jump between consecutive samples, confirmed by the
-steady level a few samples later.
+`HomeEventDetector` is what the dataflow keeps in its state for each home. It runs a change-point
+detector on the active power of both legs (BOCPD by default; CUSUM and a derivative threshold for
+comparison), turns change points into steps of steady power (`nilm.segmentation`), pairs steps of
+both legs into 'ab' switches, and emits each switch once, when no later reading can change it.
+Events do not depend on how the readings are cut into batches, and the whole state pickles.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+import math
 
 import numpy as np
 
+from nilm.changepoint import ChangePointDetector, make_detector
 from nilm.records import Event, ReadingBatch, event_id_for, from_epoch_us
+from nilm.segmentation import LegPairer, LegSegmenter, LegStep, SampleBuffer, SegmentationConfig
 
 __all__ = ["HomeEventDetector"]
 
-_SETTLE = 4
-_HISTORY = 8
+logger = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class _LegTail:
-    ts_us: list[int] = field(default_factory=list)
-    p: list[float] = field(default_factory=list)
-    s: list[float] = field(default_factory=list)
+def _leg_columns(batch: ReadingBatch) -> dict[str, np.ndarray]:
+    cols: dict[str, np.ndarray] = {}
+    for leg in "ab":
+        p = np.asarray(batch.columns[f"{leg}_act_power"], dtype=np.float64)
+        s = np.asarray(batch.columns[f"{leg}_aprt_power"], dtype=np.float64)
+        cols[f"{leg}_p"] = p
+        cols[f"{leg}_s"] = s
+        cols[f"{leg}_q"] = np.sqrt(np.maximum(s * s - p * p, 0.0))
+        cols[f"{leg}_i"] = np.asarray(batch.columns[f"{leg}_current"], dtype=np.float64)
+        cols[f"{leg}_v"] = np.asarray(batch.columns[f"{leg}_voltage"], dtype=np.float64)
+    return cols
 
 
 class HomeEventDetector:
@@ -35,107 +45,141 @@ class HomeEventDetector:
         The home whose readings come in.
     min_event_w
         The smallest step reported, in watts of active power.
+    detector
+        'bocpd' (default), 'cusum' or 'derivative'.
+    noise_w
+        Typical noise of a steady load in watts; sets the detectors' priors and thresholds.
+    config
+        Segmentation settings; built from `min_event_w` when None.
 
     Examples
     --------
     >>> import numpy as np
     >>> from nilm.records import READING_COLUMNS, ReadingBatch
-    >>> n = 40
+    >>> rng = np.random.default_rng(0)
+    >>> n = 60
     >>> cols = {c: np.full(n, 120.0) for c in READING_COLUMNS}
-    >>> cols["a_act_power"] = np.where(np.arange(n) < 20, 100.0, 600.0)
+    >>> cols["a_act_power"] = np.where(np.arange(n) < 30, 100.0, 600.0) + rng.normal(0, 1, n)
     >>> cols["a_aprt_power"] = cols["a_act_power"] * 1.1
     >>> batch = ReadingBatch("h", np.arange(n), np.arange(n) * 1_000_000, cols)
-    >>> [(e.legs, round(e.delta_p_w)) for e in HomeEventDetector("h").update(batch)]
-    [('a', 500)]
+    >>> det = HomeEventDetector("h")
+    >>> [(e.legs, round(e.delta_p_w, -1)) for e in det.update(batch) + det.flush()]
+    [('a', 500.0)]
     """
 
-    def __init__(self, home_id: str, min_event_w: float = 30.0, detector: str = "derivative") -> None:
+    def __init__(
+        self,
+        home_id: str,
+        min_event_w: float = 30.0,
+        detector: str = "bocpd",
+        noise_w: float = 2.0,
+        config: SegmentationConfig | None = None,
+    ) -> None:
         self.home_id = home_id
-        self.detector = detector
         self.min_event_w = min_event_w
-        self.tail = ReadingBatch.empty(home_id)
+        self.detector = detector
+        self.noise_w = noise_w
+        self.config = config
+        self._config = config if config is not None else SegmentationConfig(min_event_w)
+        self._cpd: ChangePointDetector = make_detector(
+            detector, channels=2, noise_w=noise_w, min_event_w=self._config.min_event_w
+        )
+        self._buf = SampleBuffer()
+        self._legs = {leg: LegSegmenter(leg, self._config) for leg in "ab"}
+        self._pairer = LegPairer(self._config)
+        self._seen = 0
 
     def update(self, batch: ReadingBatch) -> list[Event]:
-        """Events whose new steady level is known by the end of `batch`."""
+        """Events whose steps are certain by the end of `batch`."""
         if len(batch) == 0:
             return []
-        data = ReadingBatch.concat([self.tail, batch]) if len(self.tail) else batch
-        p = data.act_power()
-        n = p.shape[1]
-        start = max(len(self.tail) - _SETTLE - 1, _HISTORY)
-        found: list[tuple[int, str]] = []
-        for leg_index, leg in enumerate("ab"):
-            x = p[leg_index]
-            jumps = np.flatnonzero(np.abs(np.diff(x)) >= self.min_event_w) + 1
-            last = -_SETTLE
-            for t in jumps.tolist():
-                if t < start or t + _SETTLE > n or t - last < _SETTLE:
-                    continue
-                before = float(np.median(x[t - 3 : t]))
-                after = float(np.median(x[t + _SETTLE - 3 : t + _SETTLE]))
-                if abs(after - before) >= self.min_event_w:
-                    found.append((t, leg))
-                    last = t
-        events = self._merge(data, sorted(found))
-        keep = max(n - _HISTORY - _SETTLE, 0)
-        self.tail = data[keep:]
-        return events
+        cols = _leg_columns(batch)
+        self._buf.append(np.asarray(batch.ts_us, dtype=np.int64), cols)
+        cps = self._cpd.update(np.vstack([cols["a_p"], cols["b_p"]]))
+        for leg, found in zip("ab", cps, strict=True):
+            self._legs[leg].add(found)
+        self._seen += len(batch)
+        return self._advance(final=False)
 
     def flush(self) -> list[Event]:
-        """Nothing is held back beyond the settling samples, which never complete."""
-        return []
+        """At the end of the stream: the events the last readings can still settle."""
+        if self._seen == 0:
+            return []
+        return self._advance(final=True)
 
-    def _merge(self, data: ReadingBatch, found: list[tuple[int, str]]) -> list[Event]:
-        events: list[Event] = []
-        i = 0
-        while i < len(found):
-            t, leg = found[i]
-            legs = leg
-            if i + 1 < len(found) and found[i + 1][1] != leg and found[i + 1][0] - t <= 2:
-                legs = "ab"
-                i += 1
-            events.append(self._event(data, t, legs))
-            i += 1
+    def _advance(self, final: bool) -> list[Event]:
+        # every change point at or before `known` has been reported
+        known = self._seen - 1 if final else self._seen - 1 - self._cpd.lag
+        for seg in self._legs.values():
+            self._pairer.add(seg.close(self._buf, known, final))
+        open_from: dict[str, int | None] = {}
+        for leg, seg in self._legs.items():
+            pending = seg.first_pending()
+            if final:
+                open_from[leg] = None
+            elif pending is not None:
+                open_from[leg] = self._buf.ts(pending)
+            else:
+                open_from[leg] = self._buf.ts(max(known, self._buf.start)) + 1
+        events = [self._event(s, p) for s, p in self._pairer.pop_ready(open_from, final)]
+        self._trim(known)
         return events
 
-    def _event(self, data: ReadingBatch, t: int, legs: str) -> Event:
-        def level(col: str, lo: int, hi: int) -> float:
-            return float(np.median(data.columns[col][lo:hi]))
+    def _trim(self, known: int) -> None:
+        keep = known + 1
+        for seg in self._legs.values():
+            pending = seg.first_pending()
+            if pending is not None:
+                keep = min(keep, pending)
+        for steps in self._pairer.waiting.values():
+            for s in steps:
+                keep = min(keep, s.first)
+        self._buf.trim(keep - self._config.before_samples - 2)
 
-        def delta(quantity: str) -> float:
-            return sum(
-                level(f"{leg}_{quantity}", t + _SETTLE - 3, t + _SETTLE)
-                - level(f"{leg}_{quantity}", t - 3, t)
-                for leg in legs
-            )
+    def _event(self, step: LegStep, partner: LegStep | None) -> Event:
+        by_leg = {step.leg: step}
+        if partner is not None:
+            by_leg[partner.leg] = partner
+        legs = "".join(sorted(by_leg))
+        ts_us = min(s.ts_us for s in by_leg.values())
 
-        dp_leg = {
-            leg: level(f"{leg}_act_power", t + _SETTLE - 3, t + _SETTLE)
-            - level(f"{leg}_act_power", t - 3, t)
-            for leg in "ab"
-        }
-        p_before = sum(level(f"{leg}_act_power", t - 3, t) for leg in legs)
-        dp = sum(dp_leg[leg] for leg in legs)
-        ds = delta("aprt_power")
-        dq = float(np.sqrt(max(ds * ds - dp * dp, 0.0))) * (1.0 if dp >= 0 else -1.0)
-        ts_us = int(data.ts_us[t - 1]) if t > 0 else int(data.ts_us[t])
-        peak = float(sum(data.columns[f"{leg}_act_power"][t : t + _SETTLE].max() for leg in legs))
-        volts = [level(f"{leg}_voltage", t - 3, t) for leg in legs]
+        def level(leg: str, q: str, when: str) -> float:
+            src = by_leg.get(leg, step)
+            return (src.before if when == "before" else src.after)[f"{leg}_{q}"]
+
+        def delta(q: str, legs_: str) -> float:
+            return float(sum(level(leg, q, "after") - level(leg, q, "before") for leg in legs_))
+
+        dp_a = delta("p", "a")
+        dp_b = delta("p", "b")
+        p_before = float(sum(level(leg, "p", "before") for leg in legs))
+        p_after = float(sum(level(leg, "p", "after") for leg in legs))
+        s_before = float(sum(level(leg, "s", "before") for leg in legs))
+        s_after = float(sum(level(leg, "s", "after") for leg in legs))
+        pf_before = p_before / s_before if s_before > 0 else math.nan
+        pf_after = p_after / s_after if s_after > 0 else math.nan
+        peak = float(sum(by_leg[leg].peak[leg] for leg in legs))
+        volts = [level(leg, "v", "before") for leg in legs]
+        dp = p_after - p_before
+        ramp_s = max((s.last_ts_us - s.ts_us) / 1e6 for s in by_leg.values())
         return Event(
             event_id=event_id_for(self.home_id, ts_us // 1_000_000 * 1_000_000, legs),
             home_id=self.home_id,
-            ts=from_epoch_us(ts_us),
+            ts=from_epoch_us(ts_us // 1_000_000 * 1_000_000),
             legs=legs,
             delta_p_w=dp,
-            delta_q_var=dq,
-            delta_s_va=ds,
-            delta_current_a=delta("current"),
-            delta_pf=0.0,
+            delta_q_var=delta("q", legs),
+            delta_s_va=s_after - s_before,
+            delta_current_a=delta("i", legs),
+            delta_pf=pf_after - pf_before,
             p_before_w=p_before,
-            p_after_w=p_before + dp,
-            delta_p_a_w=dp_leg["a"],
-            delta_p_b_w=dp_leg["b"],
+            p_after_w=p_after,
+            delta_p_a_w=dp_a,
+            delta_p_b_w=dp_b,
             voltage_v=float(np.nansum(volts)) if legs == "ab" else float(volts[0]),
-            inrush_peak_w=max(peak - (p_before + dp), 0.0) if dp > 0 else 0.0,
-            detector="derivative",
+            inrush_peak_w=max(peak - p_after, 0.0) if dp > 0 and math.isfinite(peak) else 0.0,
+            ramp_s=ramp_s,
+            settle_slope_w_per_s=float(sum(s.settle_slope_w_per_s for s in by_leg.values())),
+            detector=self.detector,
+            extra={"n_changepoints": float(sum(s.n_changepoints for s in by_leg.values()))},
         )

@@ -1,0 +1,361 @@
+"""From change points to steps of steady power: one `LegStep` per physical switch on a leg.
+
+Change points split a leg's active power into segments. A segment of fewer than
+`min_steady_samples` samples is a transient (an inrush spike, a sample caught mid-switch, a ramp
+sample); the change points around transients form one *group*, whose step runs from the steady
+level before its first change point to the steady level after its last. Groups that follow
+each other closely in the same direction are one step too: a ramp (`ramp_gap_s`), a two-stage
+soft start that holds a level between its climbs (`staircase_s`), or a slow slide between them,
+within `max_ramp_s`; small groups inside such a chain join it. A group whose levels before and
+after differ by less than `min_event_w` (a spike that returns) is no step at all.
+
+Levels are medians of the samples next to the step: the last `before_samples` of the segment
+before and the first `after_samples` of the segment after, because loads drift while they run
+and what identifies a switch is the step itself.
+
+Everything here works on global sample indices and is decided only when no later sample can
+change it, so the steps found do not depend on how the readings were cut into batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "LEG_QUANTITIES",
+    "LegPairer",
+    "LegSegmenter",
+    "LegStep",
+    "SampleBuffer",
+    "SegmentationConfig",
+]
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# Per-leg quantities kept for the steps: active, apparent and reactive power, current, voltage.
+LEG_QUANTITIES = ("p", "s", "q", "i", "v")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentationConfig:
+    """How change points become steps.
+
+    Parameters
+    ----------
+    min_event_w
+        Smallest step of steady active power that is an event, in watts.
+    min_steady_samples
+        A segment shorter than this is a transient inside a step, not a steady level.
+    before_samples, after_samples
+        How many samples next to a step give the levels before and after it.
+    ramp_gap_s
+        Steps in the same direction at most this far apart (from the last change point of one
+        to the first of the next) are one ramp.
+    staircase_s
+        The same, once a step has transient samples (a soft start holding between climbs).
+    max_ramp_s
+        A staircase never spans more than this.
+    legs_merge_s
+        Steps on legs a and b at most this far apart, in the same direction, are one 'ab' event.
+    """
+
+    min_event_w: float = 30.0
+    min_steady_samples: int = 2
+    before_samples: int = 5
+    after_samples: int = 3
+    ramp_gap_s: float = 3.0
+    staircase_s: float = 8.0
+    max_ramp_s: float = 20.0
+    legs_merge_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.min_event_w <= 0 or self.min_steady_samples < 1:
+            raise ValueError(
+                f"min_event_w={self.min_event_w} must be > 0 and "
+                f"min_steady_samples={self.min_steady_samples} >= 1"
+            )
+        if self.before_samples < 1 or self.after_samples < 1:
+            raise ValueError("before_samples and after_samples must be at least 1")
+
+
+def _median(x: FloatArray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else math.nan
+
+
+class SampleBuffer:
+    """The recent samples of one home, addressed by global sample index.
+
+    Columns: `ts_us` and, per leg, the quantities of `LEG_QUANTITIES` (``a_p``, ``b_q``, ...).
+    """
+
+    __slots__ = ("cols", "start", "ts_us")
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.ts_us = np.empty(0, np.int64)
+        self.cols: dict[str, FloatArray] = {
+            f"{leg}_{q}": np.empty(0, np.float64) for leg in "ab" for q in LEG_QUANTITIES
+        }
+
+    @property
+    def end(self) -> int:
+        """One past the global index of the newest sample."""
+        return self.start + len(self.ts_us)
+
+    def append(self, ts_us: IntArray, cols: dict[str, FloatArray]) -> None:
+        self.ts_us = np.concatenate([self.ts_us, ts_us])
+        for name in self.cols:
+            self.cols[name] = np.concatenate([self.cols[name], cols[name]])
+
+    def trim(self, keep_from: int) -> None:
+        """Forget samples before global index `keep_from`."""
+        cut = min(max(keep_from - self.start, 0), len(self.ts_us))
+        if cut:
+            self.ts_us = self.ts_us[cut:]
+            for name in self.cols:
+                self.cols[name] = self.cols[name][cut:]
+            self.start += cut
+
+    def ts(self, index: int) -> int:
+        return int(self.ts_us[index - self.start])
+
+    def window(self, name: str, lo: int, hi: int) -> FloatArray:
+        lo = max(lo, self.start)
+        return self.cols[name][lo - self.start : max(hi - self.start, lo - self.start)]
+
+
+@dataclass(frozen=True, slots=True)
+class LegStep:
+    """A closed step on one leg, with the levels of both legs around it.
+
+    `first` and `last` are the global indices of its first and last change point (the first
+    samples of the new levels); `before` and `after` map ``{leg}_{quantity}`` to the medians of
+    the windows before `first` and after `last`; `peak` maps each leg to its largest active power
+    from `first` to the end of the after window.
+    """
+
+    leg: str
+    first: int
+    last: int
+    ts_us: int
+    last_ts_us: int
+    before: dict[str, float]
+    after: dict[str, float]
+    peak: dict[str, float]
+    settle_slope_w_per_s: float
+    n_changepoints: int
+
+    @property
+    def delta_p_w(self) -> float:
+        return self.after[f"{self.leg}_p"] - self.before[f"{self.leg}_p"]
+
+
+@dataclass(slots=True)
+class _Group:
+    first: int
+    last: int
+    after_hi: int  # one past the after window
+    n_cps: int
+    delta_w: float
+
+
+@dataclass(slots=True)
+class LegSegmenter:
+    """Turns one leg's change points into closed `LegStep`s as soon as they are certain.
+
+    `cps` are change points not yet part of a closed step; `seg_start` is where the current
+    steady segment began (the last change point of the last closed step).
+    """
+
+    leg: str
+    config: SegmentationConfig = field(default_factory=SegmentationConfig)
+    cps: list[int] = field(default_factory=list)
+    seg_start: int = 0
+
+    def add(self, cps: IntArray) -> None:
+        self.cps.extend(int(c) for c in cps)
+
+    def first_pending(self) -> int | None:
+        return self.cps[0] if self.cps else None
+
+    def _raw_group(
+        self, i: int, buf: SampleBuffer, known: int, final: bool, prev: int
+    ) -> tuple[_Group, int] | None:
+        """The group of change points starting at cps[i], or None while it is not yet certain.
+
+        Returns the group and the index in `cps` after it.
+        """
+        cfg = self.config
+        cps = self.cps
+        j = i
+        while j + 1 < len(cps) and cps[j + 1] - cps[j] < cfg.min_steady_samples:
+            j += 1
+        last = cps[j]
+        nxt = cps[j + 1] if j + 1 < len(cps) else None
+        after_hi = last + cfg.after_samples
+        if nxt is not None:
+            after_hi = min(after_hi, nxt)
+        elif known < max(after_hi, last + cfg.min_steady_samples) - 1:
+            if not final:
+                return None
+            after_hi = min(after_hi, buf.end)
+            if after_hi <= last:
+                return None
+        name = f"{self.leg}_p"
+        before = _median(buf.window(name, max(prev, cps[i] - cfg.before_samples), cps[i]))
+        after = _median(buf.window(name, last, after_hi))
+        return _Group(cps[i], last, after_hi, j - i + 1, after - before), j + 1
+
+    def close(self, buf: SampleBuffer, known: int, final: bool = False) -> list[LegStep]:
+        """Steps that no later sample can change; `known` is the last index whose change
+        points are all known. With `final`, the stream has ended: close what there is."""
+        cfg = self.config
+        steps: list[LegStep] = []
+        while self.cps:
+            first = self._raw_group(0, buf, known, final, self.seg_start)
+            if first is None:
+                break
+            group, nxt = first
+            # A ramp or staircase: a group chains the groups that follow it in the same
+            # direction (and small ones between them) while each starts within `ramp_gap_s` of
+            # the chain's end, or within `staircase_s` once the chain has transient samples (a
+            # soft start that holds a level between two climbs), or later when the power keeps
+            # moving that way in between (a slow ramp); never beyond `max_ramp_s` from its start.
+            # A leading group too small to be part of a step is noise and starts no chain.
+            while abs(group.delta_w) >= cfg.min_event_w / 3.0:
+                gap_s = cfg.staircase_s if group.n_cps >= 2 else cfg.ramp_gap_s
+                gap_limit = buf.ts(group.last) + int(gap_s * 1e6)
+                ramp_limit = buf.ts(group.first) + int(cfg.max_ramp_s * 1e6)
+                if nxt < len(self.cps):
+                    c2 = self.cps[nxt]
+                    if buf.ts(c2) > ramp_limit:
+                        break
+                    if buf.ts(c2) > gap_limit and not self._moving(group, c2, buf):
+                        break
+                    follow = self._raw_group(nxt, buf, known, final, group.last)
+                    if follow is None:
+                        return steps
+                    g2, nxt2 = follow
+                    same = (g2.delta_w > 0) == (group.delta_w > 0)
+                    small = abs(g2.delta_w) < cfg.min_event_w
+                    if not (same or small):
+                        break
+                    name = f"{self.leg}_p"
+                    lo = max(self.seg_start, group.first - cfg.before_samples)
+                    before = _median(buf.window(name, lo, group.first))
+                    after = _median(buf.window(name, g2.last, g2.after_hi))
+                    group = _Group(
+                        group.first, g2.last, g2.after_hi, group.n_cps + g2.n_cps, after - before
+                    )
+                    nxt = nxt2
+                    continue
+                # no later change point yet: wait until none can chain any more
+                if not final and buf.ts(min(known, buf.end - 1)) <= max(gap_limit, ramp_limit):
+                    return steps
+                break
+            del self.cps[:nxt]
+            prev = self.seg_start
+            self.seg_start = group.last
+            if abs(group.delta_w) >= cfg.min_event_w:
+                steps.append(self._step(group, prev, buf))
+        return steps
+
+    def _moving(self, group: _Group, until: int, buf: SampleBuffer) -> bool:
+        """Whether the power keeps moving in the group's direction from its end to `until`."""
+        w = buf.window(f"{self.leg}_p", group.last, until)
+        if w.size < 4:
+            return False
+        half = w.size // 2
+        trend = _median(w[half:]) - _median(w[:half])
+        same = (trend > 0) == (group.delta_w > 0)
+        return bool(same and abs(trend) >= self.config.min_event_w / 3)
+
+    def _step(self, g: _Group, prev: int, buf: SampleBuffer) -> LegStep:
+        cfg = self.config
+        lo = max(prev, g.first - cfg.before_samples)
+        before: dict[str, float] = {}
+        after: dict[str, float] = {}
+        peak: dict[str, float] = {}
+        for leg in "ab":
+            for q in LEG_QUANTITIES:
+                name = f"{leg}_{q}"
+                before[name] = _median(buf.window(name, lo, g.first))
+                after[name] = _median(buf.window(name, g.last, g.after_hi))
+            w = buf.window(f"{leg}_p", g.first, g.after_hi)
+            w = w[np.isfinite(w)]
+            peak[leg] = float(w.max()) if w.size else math.nan
+        settle = buf.window(f"{self.leg}_p", g.last, g.after_hi)
+        slope = 0.0
+        if settle.size >= 2 and g.after_hi - 1 > g.last:
+            dt = (buf.ts(g.after_hi - 1) - buf.ts(g.last)) / 1e6
+            if dt > 0 and math.isfinite(settle[-1] - settle[0]):
+                slope = float(settle[-1] - settle[0]) / dt
+        return LegStep(
+            leg=self.leg,
+            first=g.first,
+            last=g.last,
+            ts_us=buf.ts(g.first),
+            last_ts_us=buf.ts(g.last),
+            before=before,
+            after=after,
+            peak=peak,
+            settle_slope_w_per_s=slope,
+            n_changepoints=g.n_cps,
+        )
+
+
+@dataclass(slots=True)
+class LegPairer:
+    """Pairs steps of legs a and b that happen together into one 'ab' switch.
+
+    Steps wait here until the other leg can no longer produce a partner for them.
+    """
+
+    config: SegmentationConfig = field(default_factory=SegmentationConfig)
+    waiting: dict[str, list[LegStep]] = field(default_factory=lambda: {"a": [], "b": []})
+
+    def add(self, steps: list[LegStep]) -> None:
+        for s in steps:
+            self.waiting[s.leg].append(s)
+
+    def pop_ready(
+        self, open_from_us: dict[str, int | None], final: bool = False
+    ) -> list[tuple[LegStep, LegStep | None]]:
+        """Switches whose pairing is certain.
+
+        `open_from_us[leg]` is the earliest time at which that leg may still produce a step (its
+        first unclosed change point, or the end of what it has seen), None when it never will.
+        """
+        out: list[tuple[LegStep, LegStep | None]] = []
+        window = int(self.config.legs_merge_s * 1e6)
+        while self.waiting["a"] or self.waiting["b"]:
+            heads = [s for s in (self.waiting["a"][:1] + self.waiting["b"][:1])]
+            step = min(heads, key=lambda s: (s.ts_us, s.leg))
+            other = "b" if step.leg == "a" else "a"
+            horizon = step.ts_us + window
+            opened = open_from_us[other]
+            if not final and opened is not None and opened <= horizon:
+                break
+            partner = None
+            for cand in self.waiting[other]:
+                if cand.ts_us > horizon:
+                    break
+                if abs(cand.ts_us - step.ts_us) <= window and (cand.delta_p_w > 0) == (
+                    step.delta_p_w > 0
+                ):
+                    partner = cand
+                    break
+            self.waiting[step.leg].remove(step)
+            if partner is not None:
+                self.waiting[other].remove(partner)
+            out.append((step, partner))
+        return out
