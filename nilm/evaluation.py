@@ -90,7 +90,7 @@ def prf(n_detected: int, n_truth: int, n_matched: int) -> dict[str, float]:
     """Precision, recall and F1 from counts.
 
     >>> prf(10, 8, 8)
-    {'precision': 0.8, 'recall': 1.0, 'f1': 0.889}
+    {'precision': 0.8, 'recall': 1.0, 'f1': 0.8889}
     """
     p = n_matched / n_detected if n_detected else 0.0
     r = n_matched / n_truth if n_truth else 0.0
@@ -110,9 +110,9 @@ def macro_f1(y_true: Sequence[str], y_pred: Sequence[str | None]) -> tuple[float
         tp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == c and p == c)
         fp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t != c and p == c)
         fn = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == c and p != c)
-        per[c] = round(2 * tp / (2 * tp + fp + fn), 4) if tp else 0.0
+        per[c] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     macro = round(sum(per.values()) / len(per), 4) if per else 0.0
-    return macro, per
+    return macro, {c: round(f, 4) for c, f in per.items()}
 
 
 def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
