@@ -79,8 +79,8 @@ class SimShelly:
 
     def status_at(self, at: datetime) -> dict[str, Any]:
         """What `EM.GetStatus?id=0` would say at `at` (a Pro 3EM's field set, leg c idle)."""
-        self.now = at
         values = dict(zip(READING_COLUMNS, self.values_at(self.second_of(at)), strict=True))
+        self.now = at  # the last second answered: what `/rpc` reports between polls
         status: dict[str, Any] = {"id": 0, **values}
         status.update(
             c_current=0.0, c_voltage=0.0, c_act_power=0.0, c_aprt_power=0.0, c_pf=0.0,
