@@ -167,9 +167,12 @@ class _Fetcher(threading.Thread):
 
 
 class _AgentPartition(StatefulSourcePartition[SourceItem, int]):
-    def __init__(self, settings: AgentSettings, home_id: str, resume_seq: int) -> None:
+    def __init__(
+        self, settings: AgentSettings, home_id: str, resume_seq: int, until_seq: int | None
+    ) -> None:
         self.settings = settings
         self.home_id = home_id
+        self.until_seq = until_seq
         self.last_seq = resume_seq
         self.pages: queue.Queue[list[Any]] = queue.Queue(maxsize=QUEUE_PAGES)
         self.fetcher = _Fetcher(settings, resume_seq, self.pages)
@@ -177,6 +180,8 @@ class _AgentPartition(StatefulSourcePartition[SourceItem, int]):
         log.info("agent source for %r resumes after seq %d", home_id, resume_seq)
 
     def next_batch(self) -> list[SourceItem]:
+        if self.until_seq is not None and self.last_seq >= self.until_seq:
+            raise StopIteration
         rows: list[dict[str, Any]] = []
         while len(rows) < 4 * self.settings.batch_limit:
             try:
@@ -184,6 +189,8 @@ class _AgentPartition(StatefulSourcePartition[SourceItem, int]):
             except queue.Empty:
                 break
             rows.extend(r for r in page if int(r.get("seq", -1)) > self.last_seq)
+        if self.until_seq is not None:
+            rows = [r for r in rows if int(r["seq"]) <= self.until_seq]
         if not rows:
             return []
         self.last_seq = int(rows[-1]["seq"])
@@ -212,17 +219,23 @@ class AgentSource(FixedPartitionedSource[SourceItem, int]):
         idle source looks for new pages (`poll_interval_s`).
     home_id
         The home these readings belong to.
+    until_seq
+        Stop after handing on this sequence number (a finite run, for tests and catch-up jobs);
+        None follows the live stream for ever.
     """
 
-    def __init__(self, agent_settings: AgentSettings, home_id: str) -> None:
+    def __init__(
+        self, agent_settings: AgentSettings, home_id: str, *, until_seq: int | None = None
+    ) -> None:
         AgentClient(agent_settings.url, agent_settings.token)  # fail early on a bad url
         if agent_settings.batch_limit < 1:
             raise ValueError(f"agent.batch_limit {agent_settings.batch_limit} must be at least 1")
         self.agent_settings = agent_settings
         self.home_id = home_id
+        self.until_seq = until_seq
 
     def list_parts(self) -> list[str]:
         return [f"agent-{self.home_id}"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _AgentPartition:
-        return _AgentPartition(self.agent_settings, self.home_id, resume_state or 0)
+        return _AgentPartition(self.agent_settings, self.home_id, resume_state or 0, self.until_seq)

@@ -1,0 +1,52 @@
+"""Start `python -m pi_agent` as a real process and wait until it answers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+TOKEN = "e2e-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def healthz(port: int, timeout_s: float = 2.0) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout_s) as r:
+        data: dict[str, Any] = json.loads(r.read())
+        return data
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Retry /healthz until it answers; fail at once if the process died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {proc.returncode} before serving")
+        try:
+            healthz(port, 1.0)
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def start_agent(spool: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """A sim agent on `port` with `spool`; `extra` adds options (speed, start, duration...)."""
+    cmd = [sys.executable, "-m", "pi_agent", "--transport", "sim", "--port", str(port),
+           "--spool", str(spool), "--token", TOKEN, *extra]  # fmt: skip
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    wait_healthy(port, proc)
+    return proc
