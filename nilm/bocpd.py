@@ -147,12 +147,15 @@ def _run_channel(
     threshold: float,
     t0: int,
     last_cp: int,
+    ring: IntArray,
     out_cp: IntArray,
 ) -> tuple[int, int]:
     """Advance one channel's posterior over `x`; write change points (global sample indices).
 
     `lp` holds log P(r | x so far) for r = 0..R-1 (normalised), `mu` and `beta` the Normal-Gamma
-    statistics of each run length. Returns (number of change points written, last change point).
+    statistics of each run length. `ring[0]` counts the finite samples seen and `ring[1:]` holds
+    the global indices of the latest ones (run lengths count samples, NaN samples are skipped).
+    Returns (number of change points written, last change point).
     """
     n_r = lp.shape[0]
     m = np.empty(n_r)
@@ -165,6 +168,10 @@ def _run_channel(
         xv = x[j]
         if not math.isfinite(xv):
             continue
+        n_ring = ring.shape[0] - 1
+        k = ring[0]
+        ring[0] = k + 1
+        ring[1 + k % n_ring] = t0 + j
         # log predictive of xv under every run length: A + a log b - (a + 1/2) log(b + K d^2)
         for r in range(n_r):
             d = xv - mu[r]
@@ -206,9 +213,11 @@ def _run_channel(
             short += math.exp(lp[r])
             if lp[r] > lp[best]:
                 best = r
-        if short >= threshold:
-            cp = t0 + j - best + 1
-            if cp > last_cp:
+        if short >= threshold and k - best + 1 >= 0:
+            # the first sample of the run; one more than max_lag samples back (only after NaN
+            # samples) would break the promise that everything older is final: drop it
+            cp = ring[1 + (k - best + 1) % n_ring]
+            if cp > last_cp and cp >= t0 + j - max_lag:
                 out_cp[n_cp] = cp
                 n_cp += 1
                 last_cp = cp
@@ -362,6 +371,7 @@ class BOCPD:
         self.mu = np.full((channels, max_run), self._prior.mu0)
         self.beta = np.full((channels, max_run), self._prior.beta0)
         self.last_cp = np.zeros(channels, np.int64)  # the first sample starts a segment
+        self.ring = np.zeros((channels, max_lag + 2), np.int64)
         self._tables: tuple[FloatArray, FloatArray, FloatArray, FloatArray] | None = None
 
     @property
@@ -400,7 +410,7 @@ class BOCPD:
             n_cp, last = _run_channel(
                 x[c], self.lp[c], self.mu[c], self.beta[c], a_tab, k_tab, alpha, kappa,
                 self._prior.mu0, self._prior.beta0, log_h, log_1mh, self.max_lag,
-                self.threshold, self.n_seen, int(self.last_cp[c]), buf,
+                self.threshold, self.n_seen, int(self.last_cp[c]), self.ring[c], buf,
             )  # fmt: skip
             self.last_cp[c] = last
             out.append(buf[:n_cp].copy())

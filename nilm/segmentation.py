@@ -59,6 +59,8 @@ class SegmentationConfig:
     ramp_gap_s
         Steps in the same direction at most this far apart (from the last change point of one
         to the first of the next) are one ramp.
+    spike_s
+        A step that comes back to its level before within this time is a transient.
     staircase_s
         The same, once a step has transient samples (a soft start holding between climbs).
     max_ramp_s
@@ -71,7 +73,8 @@ class SegmentationConfig:
     min_steady_samples: int = 2
     before_samples: int = 5
     after_samples: int = 3
-    ramp_gap_s: float = 3.0
+    ramp_gap_s: float = 4.5
+    spike_s: float = 3.0
     staircase_s: float = 8.0
     max_ramp_s: float = 20.0
     legs_merge_s: float = 2.0
@@ -247,12 +250,17 @@ class LegSegmenter:
                     g2, nxt2 = follow
                     same = (g2.delta_w > 0) == (group.delta_w > 0)
                     small = abs(g2.delta_w) < cfg.min_event_w
-                    if not (same or small):
-                        break
                     name = f"{self.leg}_p"
                     lo = max(self.seg_start, group.first - cfg.before_samples)
                     before = _median(buf.window(name, lo, group.first))
                     after = _median(buf.window(name, g2.last, g2.after_hi))
+                    # a short excursion that comes back is a transient, not two switches
+                    back = (
+                        abs(after - before) < cfg.min_event_w
+                        and buf.ts(g2.first) - buf.ts(group.last) <= cfg.spike_s * 1e6
+                    )
+                    if not (same or small or back):
+                        break
                     group = _Group(
                         group.first, g2.last, g2.after_hi, group.n_cps + g2.n_cps, after - before
                     )
