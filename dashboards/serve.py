@@ -1,0 +1,324 @@
+"""Serving the dashboard: in the process that owns the database, or read-only over a file.
+
+DuckDB lets one process open a file, so `nilm run` and `nilm demo` serve the dashboard from the
+process that runs the flow (`start_dashboard` with the flow's connection), and `nilm dashboard`
+(`run_dashboard_command`) opens a file read-only only when no flow holds it; when one does, it
+says which URL to open instead.
+
+Access: the dashboard binds 127.0.0.1 by default. It refuses any other address unless
+`settings.dashboard_token` is set, and then it asks for that token as a password: Panel's basic
+auth (a login page, then a signed cookie), so every page and its websocket need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import panel as pn
+
+from dashboards.store import DataStore
+from nilm.settings import Settings, load_settings
+
+__all__ = [
+    "DashboardHandle",
+    "DashboardRefused",
+    "is_loopback",
+    "run_dashboard_command",
+    "sidecar_path",
+    "start_dashboard",
+]
+
+log = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 20.0
+
+
+class DashboardRefused(ValueError):
+    """The dashboard will not start as asked; the message says why and what to do."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def sidecar_path(db_path: str | Path) -> Path:
+    """Where the process that owns `db_path` notes its dashboard's URL for `nilm dashboard`."""
+    return Path(str(db_path) + ".dashboard.json")
+
+
+@dataclasses.dataclass
+class DashboardHandle:
+    """A running dashboard: open `url`; `stop()` shuts the server down (idempotent)."""
+
+    url: str
+    host: str
+    port: int
+    store: DataStore
+    _thread: Any
+    _sidecar: Path | None = None
+    _stopped: bool = False
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self._thread.stop()
+        except Exception:  # pragma: no cover - a server that failed to start
+            log.debug("stopping the dashboard server", exc_info=True)
+        self._thread.join(timeout=10)
+        self.store.close()
+        if self._sidecar is not None:
+            with contextlib.suppress(OSError):
+                self._sidecar.unlink()
+        log.info("dashboard at %s stopped", self.url)
+
+    def __enter__(self) -> DashboardHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise DashboardRefused(
+                f"cannot serve the dashboard on {host}:{port}: {err.strerror or err}. "
+                "Is another dashboard running there? Pick another port with --port."
+            ) from err
+
+
+def _wait_until_listening(host: str, port: int, thread: threading.Thread) -> None:
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise DashboardRefused(f"the dashboard server on {host}:{port} stopped at start")
+        try:
+            with socket.create_connection((connect_host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise DashboardRefused(
+        f"the dashboard server on {host}:{port} did not start in {_START_TIMEOUT_S:.0f} s"
+    )
+
+
+def _database_path(connection: duckdb.DuckDBPyConnection) -> str | None:
+    row = (
+        connection.cursor()
+        .execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()")
+        .fetchone()
+    )
+    return None if row is None or not row[0] else str(row[0])
+
+
+def _pick_home(connection: duckdb.DuckDBPyConnection, preferred: str) -> str | None:
+    """The settings' home if the database has it or is empty; else None (the store picks)."""
+    cur = connection.cursor()
+    try:
+        row = cur.execute(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM readings WHERE home_id = $h LIMIT 1)), "
+            "(SELECT count(*) FROM (SELECT 1 FROM readings LIMIT 1))",
+            {"h": preferred},
+        ).fetchone()
+    finally:
+        cur.close()
+    if row is None or row[0] or not row[1]:
+        return preferred
+    return None
+
+
+def start_dashboard(
+    connection: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    read_only: bool = False,
+    app_factory: Callable[[DataStore], Any] | None = None,
+) -> DashboardHandle:
+    """Serve the dashboard in this process, in a thread of its own; returns at once.
+
+    Parameters
+    ----------
+    connection
+        This process's DuckDB connection; the dashboard takes a cursor of it per thread.
+    settings
+        `dashboard_host` (127.0.0.1 by default; another address needs `dashboard_token`),
+        `dashboard_port` (0 picks a free port), `dashboard_token`, `home_id`.
+    read_only
+        The labelling controls say why they cannot store labels (for `nilm dashboard`).
+    app_factory
+        Builds one session's page from the store; the full app by default.
+
+    Raises `DashboardRefused` when the address is not allowed or the port is taken.
+    """
+    host = settings.dashboard_host or "127.0.0.1"
+    token = settings.dashboard_token
+    if not is_loopback(host) and not token:
+        raise DashboardRefused(
+            f"refusing to serve the dashboard on {host}: anyone on the network could read it and "
+            "change labels. Set a password with NILM_DASHBOARD_TOKEN (or dashboard_token in the "
+            "config file), or bind 127.0.0.1."
+        )
+    port = settings.dashboard_port or _free_port(host)
+    _check_port(host, port)
+
+    store = DataStore(connection, home_id=_pick_home(connection, settings.home_id))
+    if app_factory is None:
+        from dashboards.app import build_app
+
+        def app_factory(s: DataStore) -> Any:
+            return build_app(s, read_only=read_only or s.read_only)
+
+    factory = app_factory
+
+    def session() -> Any:
+        return factory(store)
+
+    origins = (
+        [f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+        if is_loopback(host)
+        else [f"*:{port}"]
+    )
+    auth: dict[str, Any] = {}
+    if token:
+        auth = {"basic_auth": token, "cookie_secret": secrets.token_hex(32)}
+    thread = pn.serve(
+        session,
+        port=port,
+        address=host,
+        websocket_origin=origins,
+        show=False,
+        threaded=True,
+        verbose=False,
+        title="Home energy",
+        **auth,
+    )
+    try:
+        _wait_until_listening(host, port, thread)
+    except DashboardRefused:
+        with contextlib.suppress(Exception):
+            thread.stop()
+        store.close()
+        raise
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}/"
+    sidecar = None
+    db_path = _database_path(connection)
+    if db_path and not read_only:
+        sidecar = sidecar_path(db_path)
+        try:
+            sidecar.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+        except OSError:
+            log.warning("could not write %s; 'nilm dashboard' will not know this URL", sidecar)
+            sidecar = None
+    log.info("dashboard at %s%s", url, " (password required)" if token else "")
+    return DashboardHandle(url, host, port, store, thread, sidecar)
+
+
+def _owner_url(db_path: Path) -> str | None:
+    """The URL the owning process noted beside the file, if that process still runs."""
+    try:
+        note = json.loads(sidecar_path(db_path).read_text())
+        os.kill(int(note["pid"]), 0)
+        return str(note["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_dashboard_command(
+    db_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 5006,
+    settings: Settings | None = None,
+    wait: Callable[[DashboardHandle], None] | None = None,
+) -> int:
+    """`nilm dashboard --db DB [--port P]`: browse a database no flow is running on.
+
+    Opens the file read-only and serves until interrupted (or until `wait(handle)` returns).
+    Returns 0 after serving; 2 when the file is missing or the address is refused; 3 when a
+    flow holds the file, after saying which URL to open instead.
+    """
+    settings = settings or load_settings()
+    settings = dataclasses.replace(
+        settings, dashboard_host=host, dashboard_port=port, db_path=str(db_path)
+    )
+    path = Path(db_path)
+    if not path.exists():
+        print(
+            f"nilm dashboard: no database at {path}. Create one with 'nilm demo --db {path}' "
+            f"or 'nilm replay FILE --db {path}'.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        connection = duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as err:
+        if "lock" not in str(err).lower():
+            print(f"nilm dashboard: cannot open {path}: {err}", file=sys.stderr)
+            return 2
+        url = _owner_url(path)
+        where = (
+            f"Open its dashboard instead: {url}"
+            if url
+            else "Open that process's dashboard instead: http://127.0.0.1:5006/ by default "
+            "(or the --port it was started with)."
+        )
+        print(
+            f"nilm dashboard: {path} is in use by a running flow ('nilm run' or 'nilm demo'), "
+            f"and DuckDB lets only one process open a file. {where}",
+            file=sys.stderr,
+        )
+        return 3
+    try:
+        handle = start_dashboard(connection, settings, read_only=True)
+    except DashboardRefused as err:
+        connection.close()
+        print(f"nilm dashboard: {err}", file=sys.stderr)
+        return 2
+    print(f"Dashboard (read-only) on {handle.url} — Ctrl-C stops it.", flush=True)
+    try:
+        if wait is not None:
+            wait(handle)
+        else:
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()
+        connection.close()
+    return 0
