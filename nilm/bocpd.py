@@ -94,6 +94,36 @@ def _vexp(y: FloatArray, out: FloatArray, kbits: IntArray) -> None:
 
 
 @jit
+def _vexp_sum(y: FloatArray, shift: float, out: FloatArray, kbits: IntArray) -> float:
+    """out = exp(y - shift) as `_vexp` does; returns the sum of out."""
+    n = y.shape[0]
+    for i in range(n):
+        v = max(y[i] - shift, -708.0)
+        k = math.floor(v * _INV_LN2 + 0.5)
+        f = v - k * _LN2
+        p = 1.0 / 479001600.0
+        p = p * f + 1.0 / 39916800.0
+        p = p * f + 1.0 / 3628800.0
+        p = p * f + 1.0 / 362880.0
+        p = p * f + 1.0 / 40320.0
+        p = p * f + 1.0 / 5040.0
+        p = p * f + 1.0 / 720.0
+        p = p * f + 1.0 / 120.0
+        p = p * f + 1.0 / 24.0
+        p = p * f + 1.0 / 6.0
+        p = p * f + 0.5
+        p = p * f + 1.0
+        p = p * f + 1.0
+        out[i] = p
+        kbits[i] = (np.int64(k) + 1023) << 52
+    scale = kbits.view(np.float64)
+    total = 0.0
+    for i in range(n):
+        total += out[i] * scale[i]
+    return total
+
+
+@jit
 def _vlog(x: FloatArray, out: FloatArray, bits: IntArray) -> None:
     """out = log(x) for positive normal x, as a vectorisable polynomial.
 
@@ -138,7 +168,7 @@ def _run_channel(
     a_tab: FloatArray,
     k_tab: FloatArray,
     alpha_tab: FloatArray,
-    kappa_tab: FloatArray,
+    inv_tab: FloatArray,
     mu0: float,
     beta0: float,
     log_h: float,
@@ -156,56 +186,57 @@ def _run_channel(
     statistics of each run length. `ring[0]` counts the finite samples seen and `ring[1:]` holds
     the global indices of the latest ones (run lengths count samples, NaN samples are skipped).
     Returns (number of change points written, last change point).
+
+    Per sample and run length this costs one log and one exp: the updated beta of run length r
+    is the very quantity whose log the predictive needs, so log(beta) carries over shifted.
     """
     n_r = lp.shape[0]
     m = np.empty(n_r)
     w = np.empty(n_r)
-    t1 = np.empty(n_r)
-    t2 = np.empty(n_r)
+    mu_up = np.empty(n_r)
+    logw = np.empty(n_r)
+    logb = np.empty(n_r)
+    ex = np.empty(n_r)
     bits = np.empty(n_r, np.int64)
+    _vlog(beta, logb, bits)
+    log_beta0 = math.log(beta0)
+    n_ring = ring.shape[0] - 1
     n_cp = 0
     for j in range(x.shape[0]):
         xv = x[j]
         if not math.isfinite(xv):
             continue
-        n_ring = ring.shape[0] - 1
         k = ring[0]
         ring[0] = k + 1
         ring[1 + k % n_ring] = t0 + j
-        # log predictive of xv under every run length: A + a log b - (a + 1/2) log(b + K d^2)
+        # w = beta + K d^2 is both the predictive's scale term and the grown run's new beta
         for r in range(n_r):
             d = xv - mu[r]
             w[r] = beta[r] + k_tab[r] * d * d
-        _vlog(beta, t1, bits)
-        _vlog(w, t2, bits)
+            mu_up[r] = mu[r] + d * inv_tab[r]
+        _vlog(w, logw, bits)
+        # log predictive A + a log(beta) - (a + 1/2) log(w), plus the prior log P(r)
         mx = _NEG_BIG
         for r in range(n_r):
-            v = lp[r] + a_tab[r] + alpha_tab[r] * t1[r] - (alpha_tab[r] + 0.5) * t2[r]
+            v = lp[r] + a_tab[r] + alpha_tab[r] * logb[r] - (alpha_tab[r] + 0.5) * logw[r]
             m[r] = v
             mx = max(mx, v)
-        for r in range(n_r):
-            w[r] = m[r] - mx
-        _vexp(w, t1, bits)
-        s = 0.0
-        for r in range(n_r):
-            s += t1[r]
+        s = _vexp_sum(m, mx, ex, bits)
         log_ev = mx + math.log(s)
         # growth, with the last bin absorbing the runs that would leave the bound
         last = max(m[n_r - 1], m[n_r - 2])
-        tail = last + math.log(
-            math.exp(m[n_r - 1] - last) + math.exp(m[n_r - 2] - last)
-        )
-        lp[n_r - 1] = tail - log_ev + log_1mh
-        for r in range(n_r - 2, 0, -1):
-            lp[r] = m[r - 1] - log_ev + log_1mh
+        tail = last + math.log(math.exp(m[n_r - 1] - last) + math.exp(m[n_r - 2] - last))
+        shift = log_1mh - log_ev
+        for r in range(1, n_r):
+            lp[r] = m[r - 1] + shift
+            mu[r] = mu_up[r - 1]
+            beta[r] = w[r - 1]
+            logb[r] = logw[r - 1]
+        lp[n_r - 1] = tail + shift
         lp[0] = log_h
-        for r in range(n_r - 1, 0, -1):
-            kp = kappa_tab[r - 1]
-            d = xv - mu[r - 1]
-            mu[r] = (kp * mu[r - 1] + xv) / (kp + 1.0)
-            beta[r] = beta[r - 1] + kp * d * d / (2.0 * (kp + 1.0))
         mu[0] = mu0
         beta[0] = beta0
+        logb[0] = log_beta0
         # decision: posterior mass at run lengths 1..max_lag
         short = 0.0
         best = 1
@@ -402,13 +433,14 @@ class BOCPD:
         if x.ndim != 2 or x.shape[0] != self.channels:
             raise ValueError(f"expected samples shaped ({self.channels}, n), got {x.shape}")
         a_tab, k_tab, alpha, kappa = self._get_tables()
+        inv = 1.0 / (kappa + 1.0)
         log_h = math.log(self.hazard)
         log_1mh = math.log1p(-self.hazard)
         out: list[IntArray] = []
         buf = np.empty(x.shape[1], np.int64)
         for c in range(self.channels):
             n_cp, last = _run_channel(
-                x[c], self.lp[c], self.mu[c], self.beta[c], a_tab, k_tab, alpha, kappa,
+                x[c], self.lp[c], self.mu[c], self.beta[c], a_tab, k_tab, alpha, inv,
                 self._prior.mu0, self._prior.beta0, log_h, log_1mh, self.max_lag,
                 self.threshold, self.n_seen, int(self.last_cp[c]), self.ring[c], buf,
             )  # fmt: skip
