@@ -119,8 +119,8 @@ FEATURE_WEIGHTS = {
     "leg_ab": 3.0,
     "inrush": 1.0,
     "ramp": 1.0,
-    "settle": 2.0,
-    "run": 0.5,
+    "settle": 0.5,
+    "run": 0.3,
     "tod_sin": 0.3,
     "tod_cos": 0.3,
 }

@@ -2,7 +2,8 @@
 
 For each device the monitor watches its on-step power, inrush peak, run duration and duty cycle
 with a River drift detector (`ADWIN` by default, or `PageHinkley` with its threshold scaled to
-the metric's own level, so that watts and seconds need no hand-tuned constants). A detection
+the metric's own level, so that watts and seconds need no hand-tuned constants), and the
+energy of each run, which grows fastest when a device both draws more and runs longer. A detection
 becomes an `Alert` only when the change is large enough to matter (`min_change`, relative) and
 the device has a baseline (`min_samples`); the alert gives the level before and after and the
 time of the first sample of the changed stretch.
@@ -31,7 +32,8 @@ logger = logging.getLogger(__name__)
 METRICS: dict[str, tuple[str, str, float]] = {
     "delta_p_w": ("W", "power when switched on", 0.04),
     "inrush_peak_w": ("W", "inrush peak", 0.15),
-    "run_duration_s": ("s", "run time", 0.06),
+    "run_duration_s": ("s", "run time", 0.05),
+    "run_energy_wh": ("Wh", "energy per run", 0.05),
     "duty_cycle": ("", "duty cycle", 0.10),
 }
 
@@ -210,6 +212,8 @@ class HealthMonitor:
     max_cycle_gap_s
         A run that starts more than this after the previous one ended does not count towards the
         duty cycle (the device was idle, not cycling).
+    delta
+        ADWIN's confidence for every metric.
 
     Examples
     --------
@@ -236,21 +240,27 @@ class HealthMonitor:
         detector: str = "adwin",
         min_samples: int = 30,
         max_cycle_gap_s: float = 4 * 3600.0,
+        delta: float = 0.002,
     ) -> None:
         self.home_id = home_id
         self.detector = detector
         self.min_samples = min_samples
         self.max_cycle_gap_s = max_cycle_gap_s
+        self.delta = delta
         self.watches: dict[tuple[str, str], MetricWatch] = {}
         self.last_end: dict[str, datetime] = {}
 
     def clone(self) -> HealthMonitor:
-        return HealthMonitor(self.home_id, self.detector, self.min_samples, self.max_cycle_gap_s)
+        return HealthMonitor(
+            self.home_id, self.detector, self.min_samples, self.max_cycle_gap_s, self.delta
+        )
 
     def _watch(self, device: str, metric: str) -> MetricWatch:
         key = (device, metric)
         if key not in self.watches:
-            self.watches[key] = MetricWatch(metric, self.detector, self.min_samples)
+            self.watches[key] = MetricWatch(
+                metric, self.detector, self.min_samples, delta=self.delta
+            )
         return self.watches[key]
 
     def _update(self, device: str, metric: str, ts: datetime, value: float) -> list[Alert]:
@@ -283,6 +293,8 @@ class HealthMonitor:
             return []
         device = run.device
         alerts = self._update(device, "run_duration_s", run.end_ts, run.duration_s)
+        if run.energy_wh is not None:
+            alerts += self._update(device, "run_energy_wh", run.end_ts, run.energy_wh)
         previous = self.last_end.get(device)
         self.last_end[device] = run.end_ts
         if previous is not None:

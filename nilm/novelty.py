@@ -82,7 +82,7 @@ class NoveltyDetector:
         window_events: int = 250,
         n_trees: int = 25,
         height: int = 8,
-        distance_scale: float = 1.2,
+        distance_scale: float = 1.6,
         threshold: float = 0.5,
         max_labels_per_device: int = 200,
         seed: int = 0,
@@ -94,7 +94,9 @@ class NoveltyDetector:
         self.threshold = threshold
         self.max_labels_per_device = max_labels_per_device
         self.seed = seed
-        limits: dict[Hashable, tuple[float, float]] = {k: v for k, v in FEATURE_LIMITS.items()}
+        limits: dict[Hashable, tuple[float, float]] = {
+            k: FEATURE_LIMITS[k] for k in DENSITY_FEATURES
+        }
         self.trees: Any = anomaly.HalfSpaceTrees(
             n_trees=n_trees,
             height=height,
@@ -103,6 +105,9 @@ class NoveltyDetector:
             seed=seed,
         )
         self.n_learned = 0
+        # The trees' raw scores of the last window of events: rarity is a rank among them, since
+        # raw scores crowd into a narrow band whose place depends on the home.
+        self.recent_scores: deque[float] = deque(maxlen=window_events)
         self.labelled: dict[str, deque[dict[str, float]]] = {}
 
     def clone(self) -> NoveltyDetector:
@@ -118,7 +123,10 @@ class NoveltyDetector:
 
     def learn_one(self, x: dict[str, float]) -> None:
         """Add an event to the density (every event, labelled or not)."""
-        self.trees.learn_one(_inside(x))
+        z = _inside(x)
+        if self.n_learned >= self.window_events:
+            self.recent_scores.append(float(self.trees.score_one(z)))
+        self.trees.learn_one(z)
         self.n_learned += 1
 
     def learn_label(self, x: dict[str, float], device: str) -> None:
@@ -127,10 +135,16 @@ class NoveltyDetector:
         memory.append(weighted(x))
 
     def rarity(self, x: dict[str, float]) -> float:
-        """HalfSpaceTrees' anomaly score in [0, 1]; 1 until its first window has filled."""
-        if self.n_learned < self.window_events:
+        """The rank of HalfSpaceTrees' anomaly score among the last window's events, in [0, 1].
+
+        1 until the trees' first window has filled (everything is new in a new home).
+        """
+        if self.n_learned < self.window_events or not self.recent_scores:
             return 1.0
-        return float(self.trees.score_one(_inside(x)))
+        raw = float(self.trees.score_one(_inside(x)))
+        below = sum(1 for r in self.recent_scores if r < raw)
+        ties = sum(1 for r in self.recent_scores if r == raw)
+        return (below + 0.5 * ties) / len(self.recent_scores)
 
     def label_distance(self, x: dict[str, float]) -> tuple[float, str | None]:
         """The weighted distance to the nearest confirmed event, and its device."""
@@ -154,10 +168,15 @@ class NoveltyDetector:
         return NoveltyScore(rarity, distance, novelty, novelty >= self.threshold)
 
 
+# What the trees split on: what tells devices apart. Time of day, run length and settling are
+# left out: they vary within a device, and every split spent on them is lost for the rest.
+DENSITY_FEATURES = ("on", "log_p", "q_ratio", "leg_a", "leg_b", "leg_ab", "inrush", "ramp")
+
+
 def _inside(x: dict[str, float]) -> dict[str, float]:
-    """The features HalfSpaceTrees has limits for, clipped into them."""
+    """The density features, clipped into their limits."""
     out = {}
-    for k, (lo, hi) in FEATURE_LIMITS.items():
-        if k in x:
-            out[k] = min(max(x[k], lo), hi)
+    for k in DENSITY_FEATURES:
+        lo, hi = FEATURE_LIMITS[k]
+        out[k] = min(max(x.get(k, 0.0), lo), hi)
     return out

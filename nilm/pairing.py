@@ -139,6 +139,8 @@ class Pairer:
             if not self.min_ratio <= ratio <= self.max_ratio:
                 continue
             cost = abs(math.log(ratio / 0.97))
+            # Among equals the most recent run: an older one most likely lost its off event.
+            cost += 0.01 * (event.ts - run.start_ts).total_seconds() / 3600.0
             if device is not None and run.device is not None and device != run.device:
                 cost += self.device_mismatch_cost
             if best is None or cost < best[0]:
@@ -153,6 +155,13 @@ class Pairer:
         """
         changed = self._expire(event.ts)
         if event.delta_p_w > 0:
+            if device is not None:
+                # A device does not switch on twice: its earlier run's off event was missed.
+                runs = self.open.get(event.legs, [])
+                gone = [r for r in runs if r.device == device]
+                if gone:
+                    self.open[event.legs] = [r for r in runs if r.device != device]
+                    changed += [replace(r, abandoned=True) for r in gone]
             run = Activation(
                 activation_id=event.event_id,
                 home_id=event.home_id,

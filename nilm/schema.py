@@ -74,7 +74,10 @@ CREATE TABLE IF NOT EXISTS activations (
     start_ts TIMESTAMPTZ NOT NULL,
     end_ts TIMESTAMPTZ,
     power_w DOUBLE,
-    energy_wh DOUBLE
+    off_power_w DOUBLE,
+    duration_s DOUBLE,
+    energy_wh DOUBLE,
+    abandoned BOOLEAN DEFAULT FALSE
 );
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id VARCHAR PRIMARY KEY,
@@ -93,6 +96,7 @@ CREATE TABLE IF NOT EXISTS clusters (
     n_events BIGINT,
     typical_delta_p_w DOUBLE,
     legs VARCHAR,
+    first_seen TIMESTAMPTZ,
     last_seen TIMESTAMPTZ,
     name VARCHAR
 );
