@@ -23,7 +23,7 @@ from aiohttp import web
 from nilm.records import Reading, to_epoch_us
 from pi_agent.config import AgentConfig
 from pi_agent.poller import Poller, TickClock, VirtualClock, WallClock
-from pi_agent.server import CommitSignal, make_app
+from pi_agent.server import ApiStats, CommitSignal, make_app
 from pi_agent.spool import Spool
 from pi_agent.transports import HttpTransport, Transport
 
@@ -83,6 +83,7 @@ class Agent:
             self.clock = WallClock(config.interval_s)
         self.transport = transport or self._transport()
         self.commits = CommitSignal()
+        self.api = ApiStats()
         self.poller = Poller(
             self.transport,
             self._on_reading,
@@ -132,6 +133,7 @@ class Agent:
                 "bytes": self.spool.size_bytes(),
                 **asdict(self.spool.stats),
             },
+            "api": asdict(self.api),
             "transport_stats": self.transport.stats(),
             "process": {
                 "pid": os.getpid(),
@@ -155,7 +157,7 @@ class Agent:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve and poll until `stop()`."""
-        app = make_app(self.spool, self.token, self.health, self.commits, self.sim)
+        app = make_app(self.spool, self.token, self.health, self.commits, self.sim, self.api)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)

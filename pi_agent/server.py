@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -28,12 +29,22 @@ from pi_agent.spool import Spool, row_to_json
 if TYPE_CHECKING:
     from pi_agent.sim import SimShelly
 
-__all__ = ["CommitSignal", "make_app"]
+__all__ = ["ApiStats", "CommitSignal", "make_app"]
 
 logger = logging.getLogger(__name__)
 
 MAX_LIMIT = 10_000
 MAX_WAIT_S = 60.0
+
+
+@dataclass(slots=True)
+class ApiStats:
+    """What the API has served, for /healthz."""
+
+    requests: int = 0
+    rows_served: int = 0
+    unauthorized: int = 0
+    caught_up: int = 0  # requests that found nothing new on arrival (the reader is live)
 
 
 class CommitSignal:
@@ -70,8 +81,10 @@ def make_app(
     health: Callable[[], dict[str, Any]],
     commits: CommitSignal,
     sim: SimShelly | None = None,
+    stats: ApiStats | None = None,
 ) -> web.Application:
     """The aiohttp application; `health()` gives the /healthz counters."""
+    counters = stats if stats is not None else ApiStats()
     expected = f"Bearer {token}".encode()
 
     def authorised(request: web.Request) -> bool:
@@ -80,6 +93,7 @@ def make_app(
 
     async def readings(request: web.Request) -> web.Response:
         if not authorised(request):
+            counters.unauthorized += 1
             raise web.HTTPUnauthorized(
                 text="missing or wrong bearer token: send 'Authorization: Bearer <token>'",
                 headers={"WWW-Authenticate": "Bearer"},
@@ -90,13 +104,17 @@ def make_app(
             wait = min(float(request.query.get("wait", 0)), MAX_WAIT_S)
         except ValueError:
             raise web.HTTPBadRequest(text="wait must be a number of seconds") from None
+        counters.requests += 1
         rows = spool.after(after, limit)
+        if not rows:
+            counters.caught_up += 1
         if not rows and wait > 0:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait
             while not rows and (left := deadline - loop.time()) > 0:
                 await commits.wait(left)
                 rows = spool.after(after, limit)
+        counters.rows_served += len(rows)
         body = {
             "readings": [row_to_json(r) for r in rows],
             "last_seq": spool.last_seq,
