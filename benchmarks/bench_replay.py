@@ -1,0 +1,100 @@
+"""End-to-end replay speed: `nilm replay` of a simulated week (604,800 seconds of readings).
+
+Writes the week with `nilm simulate --days 7 --seed 1`, then times `nilm replay FILE --db DB`
+(the whole dataflow: parse, validate, detect, learn, DuckDB sink) and prints readings/s against
+the goal of 50,000 readings/s, with the events found and their precision/recall at ±2 s.
+Run: .venv/bin/python benchmarks/bench_replay.py [--days D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NILM = ROOT / ".venv" / "bin" / "nilm"
+GOAL = 50_000
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--days", type=float, default=7.0)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    if not NILM.exists():
+        print(f"{NILM} not found: run `make test` or `make demo` first")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="bench_replay_") as tmp:
+        out = Path(tmp) / "week.parquet"
+        truth = Path(tmp) / "truth.csv"
+        db = Path(tmp) / "replay.duckdb"
+        t0 = time.perf_counter()
+        subprocess.run(
+            [str(NILM), "simulate", "--days", str(args.days), "--seed", str(args.seed),
+             "--out", str(out), "--truth", str(truth)],
+            check=True,
+        )  # fmt: skip
+        print(f"simulate: {time.perf_counter() - t0:.1f} s -> {out.stat().st_size / 1e6:.1f} MB")
+
+        import pyarrow.parquet as pq
+
+        n_readings = pq.read_metadata(out).num_rows
+        cpu0 = children_cpu_s()
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [str(NILM), "replay", str(out), "--db", str(db), "--quiet"],
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - t0
+        cpu = children_cpu_s() - cpu0
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:], proc.stderr[-4000:], sep="\n")
+            print(f"nilm replay failed with exit code {proc.returncode}")
+            return proc.returncode
+        rate = n_readings / wall
+        verdict = "met" if rate >= GOAL else "NOT met"
+        print(f"replay: {n_readings:,} readings in {wall:.1f} s wall ({cpu:.1f} s CPU) = "
+              f"{rate:,.0f} readings/s (goal {GOAL:,}: {verdict})")  # fmt: skip
+        if proc.stdout.strip():
+            print("  nilm replay said:", proc.stdout.strip().splitlines()[-1][:300])
+
+        import duckdb
+
+        from nilm.matching import match_events
+        from nilm.records import TruthEvent
+
+        con = duckdb.connect(str(db), read_only=True)
+        rows = con.execute("SELECT ts, legs, delta_p_w FROM events ORDER BY ts").fetchall()
+        n_db = con.execute("SELECT count(*) FROM readings").fetchone()
+        con.close()
+        found = [TruthEvent(ts, "?", legs, "on" if dp > 0 else "off", dp) for ts, legs, dp in rows]
+        with truth.open() as fh:
+            expected = [
+                TruthEvent(
+                    datetime.fromisoformat(r["ts"]), r["device"], r["legs"], r["kind"],
+                    float(r["delta_p_w"]),
+                )
+                for r in csv.DictReader(fh)
+            ]
+        m = match_events(found, expected, tolerance_s=2.0, min_w=50.0)
+        stored = n_db[0] if n_db else 0
+        print(f"database: {stored:,} readings, {len(rows)} events; vs truth (±2 s, >= 50 W): "
+              f"precision {m.precision:.4f}, recall {m.recall:.4f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
