@@ -104,7 +104,9 @@ def _serve_flow(
     recovery: RecoveryConfig | None,
 ) -> None:
     try:
-        run_main(flow, epoch_interval=timedelta(seconds=1), recovery_config=recovery)
+        # A snapshot is taken at each epoch's end: the epoch is the snapshot interval.
+        epoch = timedelta(seconds=flow_settings.snapshot_interval_s)
+        run_main(flow, epoch_interval=epoch, recovery_config=recovery)
     except KeyboardInterrupt:
         log.info("stopped by Ctrl-C; every reading written so far is in %s", flow_settings.db_path)
 
@@ -148,17 +150,15 @@ def run_demo(
 
 def run_live(settings: Settings) -> int:
     """The long-lived flow on the Pi agent's readings, with recovery, serving the dashboard."""
-    from flows.agent_source import AgentSource
+    from flows.live import live_flow
 
     con = open_database(settings.db_path)
     dashboard = _start_dashboard(con, settings)
     print(f"database   {Path(settings.db_path).resolve()}")
     print(f"dashboard  {getattr(dashboard, 'url', None) or 'not served'}")
     print(f"agent      {settings.agent.url}", flush=True)
-    source = AgentSource(settings.agent, settings.home_id)
-    flow = get_flow(settings, source, DuckDBSink(con), LabelSource(con, settings.label_poll_s))
     try:
-        _serve_flow(settings, con, flow, recovery_config(settings))
+        _serve_flow(settings, con, live_flow(settings, con), recovery_config(settings))
     finally:
         if dashboard is not None:
             dashboard.stop()

@@ -1,0 +1,45 @@
+"""The live flow: the Pi agent's readings and the confirmed labels, into DuckDB.
+
+`nilm run` builds it with `live_flow` and serves the dashboard beside it. To spread many homes
+over several processes, Bytewax's own runner imports this module's `flow`, built on first access
+from the file named by `NILM_CONFIG`; give each process its own `NILM_DB_PATH`, because a DuckDB
+file has one owner:
+
+    NILM_CONFIG=nilm.toml NILM_DB_PATH=nilm-0.duckdb \\
+        python -m bytewax.run flows.live:flow -i 0 -a "pc1:2101;pc2:2101" -r recovery -s 10 -b 60
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import duckdb
+from bytewax.dataflow import Dataflow
+
+from flows.agent_source import AgentSource
+from flows.database import open_database
+from flows.dataflow import get_flow
+from flows.sink import DuckDBSink
+from flows.sources import LabelSource
+from nilm.settings import Settings, load_settings
+
+__all__ = ["live_flow"]
+
+
+def live_flow(settings: Settings, connection: duckdb.DuckDBPyConnection) -> Dataflow:
+    """Agent readings and labels through the dataflow into `connection`."""
+    return get_flow(
+        settings,
+        AgentSource(settings.agent, settings.home_id),
+        DuckDBSink(connection),
+        LabelSource(connection, settings.label_poll_s),
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first access, so importing the module (tests, `nilm run`) opens no database.
+    if name == "flow":
+        settings = load_settings(os.environ.get("NILM_CONFIG"))
+        return live_flow(settings, open_database(settings.db_path))
+    raise AttributeError(name)
