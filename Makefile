@@ -1,5 +1,9 @@
 # A newcomer's two commands: `make demo` and `make test`. Both create .venv themselves.
-PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+# The first Python 3.11 or 3.12 that really runs (pyenv shims exist for versions not selected).
+# 3.11 first: the CPU build of torch that the batch extra pins lies on disk for 3.11.
+PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
+	$$p -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12)' 2>/dev/null \
+	&& command -v $$p && break; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP_PC := $(VENV)/.installed-pc
@@ -8,6 +12,7 @@ STAMP_DEV := $(VENV)/.installed-dev
 .PHONY: demo test lint typecheck pytest bench browser-deps clean
 
 $(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is needed (python3.11 on PATH)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
