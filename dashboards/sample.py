@@ -141,19 +141,24 @@ def fill_sample_database(
         acts = _activation_rows(truth, home_id)
         if acts:
             con.executemany(
-                "INSERT OR IGNORE INTO activations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", acts
+                "INSERT OR IGNORE INTO activations (activation_id, home_id, device, legs, "
+                "on_event_id, off_event_id, start_ts, end_ts, power_w, energy_wh) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                acts,
             )
     if with_results and novel_device:
         con.execute(
             """INSERT OR REPLACE INTO clusters
+                 (cluster_id, home_id, n_events, typical_delta_p_w, legs, last_seen)
                SELECT cluster_id, home_id, count(*), median(delta_p_w) FILTER (delta_p_w > 0),
-                      any_value(legs), max(ts), NULL
+                      any_value(legs), max(ts)
                FROM events WHERE cluster_id IS NOT NULL GROUP BY cluster_id, home_id"""
         )
     if with_results and degrade_device:
         since = start + timedelta(days=max(whole_days - 1, 0))
         con.execute(
-            "INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO alerts (alert_id, home_id, device, ts, metric, since_ts, "
+            "before_value, after_value, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [f"alert-{degrade_device}-power", home_id, degrade_device,
              start + timedelta(days=days), "power_w", since, 125.0, 152.0,
              f"{degrade_device} draws 22% more power than it used to (125 W -> 152 W)"],

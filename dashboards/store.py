@@ -623,7 +623,8 @@ class DataStore:
             "SELECT epoch_us(start_ts) // 86400000000 AS day, "
             "coalesce(device, '(unknown)') AS device, sum(energy_wh) AS energy_wh, "
             "count(*) AS runs FROM activations "
-            "WHERE home_id = $home AND start_ts >= $lo AND start_ts < $hi GROUP BY ALL ORDER BY 1"
+            "WHERE home_id = $home AND NOT coalesce(abandoned, FALSE) "
+            "AND start_ts >= $lo AND start_ts < $hi GROUP BY ALL ORDER BY 1"
         )
 
         def compute() -> pd.DataFrame:
@@ -646,7 +647,8 @@ class DataStore:
             "WITH a AS (SELECT coalesce(device, '(unknown)') AS device, sum(energy_wh) AS "
             "energy_wh, count(*) AS runs, median(power_w) AS typical_w, "
             "max(coalesce(end_ts, start_ts)) AS last_run FROM activations "
-            "WHERE home_id = $home AND start_ts >= $lo AND start_ts < $hi GROUP BY 1), "
+            "WHERE home_id = $home AND NOT coalesce(abandoned, FALSE) "
+            "AND start_ts >= $lo AND start_ts < $hi GROUP BY 1), "
             f"ev AS (SELECT coalesce(l.confirmed_device, e.device, '(unknown)') AS device, "
             "count(*) AS events, median(abs(e.delta_p_w)) AS typical_step_w, "
             "max(e.ts) AS last_event FROM events e "
@@ -699,6 +701,7 @@ class DataStore:
             "SELECT coalesce(device, '(unknown)') AS device, legs, epoch_us(start_ts) AS start_us, "
             "epoch_us(coalesce(end_ts, start_ts)) AS end_us, power_w, energy_wh, "
             "end_ts IS NULL AS running FROM activations WHERE home_id = $home "
+            "AND NOT coalesce(abandoned, FALSE) "
             "AND start_ts < $hi AND coalesce(end_ts, start_ts) >= $lo "
             "ORDER BY start_ts LIMIT $limit"
         )

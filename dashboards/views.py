@@ -124,7 +124,7 @@ class Selection(param.Parameterized):
     """What a session has chosen across pages: the event to zoom to, the page to show."""
 
     event_id = param.String(default=None, allow_None=True)
-    page = param.String(default="Live")
+    page = param.String(default="")
 
 
 def _message(text: str = "", kind: str = "info") -> pn.pane.Alert:
@@ -185,25 +185,25 @@ class LivePowerView(pn.viewable.Viewer):
         self.store = store
         self.palette = palette or DevicePalette(store.device_names())
         self.selection = selection or Selection()
-        self.live = pn.widgets.Toggle(name="● Live", value=True, button_type="success", width=90)
+        self.live = pn.widgets.Toggle(label="● Live", value=True, color="success", width=90)
         self.window = pn.widgets.RadioButtonGroup(
-            options=list(LIVE_WINDOWS), value="1 h", button_type="default"
+            options=list(LIVE_WINDOWS), value="1 h", color="default"
         )
         bounds = store.data_bounds()
         hi = _naive(bounds[1]) if bounds else datetime.now(UTC).replace(tzinfo=None)
         self.range = pn.widgets.DatetimeRangePicker(
-            name="Date range (UTC)", value=(hi - timedelta(hours=1), hi), width=330
+            label="Date range (UTC)", value=(hi - timedelta(hours=1), hi), width=330
         )
         self.legs = pn.widgets.RadioButtonGroup(
-            name="Legs", options=list(LEG_CHOICES), value="total", button_type="default"
+            label="Legs", options=list(LEG_CHOICES), value="total", color="default"
         )
         self.resolution = pn.widgets.RadioButtonGroup(
-            name="Resolution", options=list(RESOLUTIONS), value="auto", button_type="default"
+            label="Resolution", options=list(RESOLUTIONS), value="auto", color="default"
         )
-        self.apparent = pn.widgets.Checkbox(name="apparent power (VA)", value=False)
-        self.pf = pn.widgets.Checkbox(name="power factor", value=False)
+        self.apparent = pn.widgets.Checkbox(label="apparent power (VA)", value=False)
+        self.pf = pn.widgets.Checkbox(label="power factor", value=False)
         self.now = pn.indicators.Number(
-            name="Now", value=0, format="{value:,.0f} W", font_size="30pt", title_size="11pt"
+            label="Now", value=0, format="{value:,.0f} W", font_size="30pt", title_size="11pt"
         )
         self.now_legs = pn.pane.HTML("", margin=(0, 10))
         self.message = _message()
@@ -215,7 +215,7 @@ class LivePowerView(pn.viewable.Viewer):
         self._rebuild()
         for widget in (self.legs, self.apparent, self.pf):
             widget.param.watch(lambda e: self._rebuild(), "value")
-        for widget in (self.window, self.resolution, self.range):
+        for widget in (self.window, self.resolution):
             widget.param.watch(lambda e: self.refresh(), "value")
         self.range.param.watch(self._range_picked, "value")
         self.live.param.watch(lambda e: self._live_toggled(), "value")
@@ -313,12 +313,18 @@ class LivePowerView(pn.viewable.Viewer):
 
     # -- controls -------------------------------------------------------------------------
     def _range_picked(self, event: Any) -> None:
-        if self.live.value and event.new != event.old:
-            self.live.value = False
+        """A range chosen by hand stops following live data and is shown as chosen."""
+        self._set_live(False)
+        self.refresh()
+
+    def _set_live(self, live: bool) -> None:
+        with param.discard_events(self.live):
+            self.live.value = live
+        self.live.label = "● Live" if live else "❚❚ Paused"
+        self.live.color = "success" if live else "default"
 
     def _live_toggled(self) -> None:
-        self.live.name = "● Live" if self.live.value else "❚❚ Paused"
-        self.live.button_type = "success" if self.live.value else "default"
+        self._set_live(self.live.value)
         if not self.live.value and self.last_view is not None:
             with param.discard_events(self.range):
                 self.range.value = (_naive(self.last_view.start), _naive(self.last_view.end))
@@ -326,11 +332,8 @@ class LivePowerView(pn.viewable.Viewer):
 
     def show_range(self, start: datetime, end: datetime) -> None:
         """Stop following live data and show `start`–`end` (UTC)."""
-        with param.discard_events(self.live):
-            self.live.value = False
-        self.live.name, self.live.button_type = "❚❚ Paused", "default"
-        self.range.value = (_naive(start), _naive(end))
-        self.refresh()
+        self._set_live(False)
+        self.range.value = (_naive(start), _naive(end))  # its watcher redraws
 
     def zoom_to_event(self, event_id: str | None) -> None:
         """Show the ten minutes around an event, at 1 s."""
@@ -464,16 +467,16 @@ class EventLog(pn.viewable.Viewer):
         self.store = store
         self.selection = selection or Selection()
         self.palette = palette or DevicePalette(store.device_names())
-        self.device = pn.widgets.Select(name="Device", options=self._device_options(), width=200)
+        self.device = pn.widgets.Select(label="Device", options=self._device_options(), width=200)
         self.legs = pn.widgets.Select(
-            name="Legs", options={"all": "", "a": "a", "b": "b", "a and b (240 V)": "ab"},
+            label="Legs", options={"all": "", "a": "a", "b": "b", "a and b (240 V)": "ab"},
             width=150,
         )  # fmt: skip
         self.direction = pn.widgets.Select(
-            name="Direction", options=["on and off", "on", "off"], width=130
+            label="Direction", options=["on and off", "on", "off"], width=130
         )
         self.min_dp = pn.widgets.IntSlider(
-            name="|ΔP| at least (W)", start=0, end=3000, step=50, value=0, width=220
+            label="|ΔP| at least (W)", start=0, end=3000, step=50, value=0, width=220
         )
         self.count = pn.pane.HTML("")
         self.table = pn.widgets.Tabulator(
@@ -591,16 +594,16 @@ class LabellingQueue(pn.viewable.Viewer):
         self.table.param.watch(lambda e: self._show_selected(), "selection")
         self.detail = pn.pane.HTML("", sizing_mode="stretch_width")
         self.snippet = pn.pane.HoloViews(height=200, sizing_mode="stretch_width")
-        self.confirm = pn.widgets.Button(name="✓ Confirm", button_type="success", disabled=True)
-        self.pick = pn.widgets.Select(name="or pick another device", options=[], width=220)
-        self.pick_button = pn.widgets.Button(name="Label as this device", button_type="primary")
+        self.confirm = pn.widgets.Button(label="✓ Confirm", color="success", disabled=True)
+        self.pick = pn.widgets.Select(label="or pick another device", options=[], width=220)
+        self.pick_button = pn.widgets.Button(label="Label as this device", color="primary")
         self.new_name = pn.widgets.TextInput(
-            name="or name a new device", placeholder="e.g. kettle",
+            label="or name a new device", placeholder="e.g. kettle",
             max_length=MAX_DEVICE_NAME_CHARS * 4, width=220,
         )  # fmt: skip
-        self.new_button = pn.widgets.Button(name="Name new device", button_type="primary")
+        self.new_button = pn.widgets.Button(label="Name new device", color="primary")
         self.whole_cluster = pn.widgets.Checkbox(
-            name="label every event of its unknown cluster", value=True, visible=False
+            label="label every event of its unknown cluster", value=True, visible=False
         )
         self.message = _message()
         self.count = pn.pane.HTML("")
@@ -668,17 +671,17 @@ class LabellingQueue(pn.viewable.Viewer):
         if row is None:
             self.detail.object = ""
             self.confirm.disabled = True
-            self.confirm.name = "✓ Confirm"
+            self.confirm.label = "✓ Confirm"
             self.whole_cluster.visible = False
             return
         predicted = self._predicted()
-        self.confirm.name = f"✓ It is {predicted}" if predicted else "✓ Confirm (no prediction)"
+        self.confirm.label = f"✓ It is {predicted}" if predicted else "✓ Confirm (no prediction)"
         self.confirm.disabled = self.read_only or predicted is None
         cluster = row.get("cluster_id")
         has_cluster = cluster is not None and not pd.isna(cluster)
         self.whole_cluster.visible = has_cluster
         if has_cluster:
-            self.whole_cluster.name = f"label every event of unknown cluster {cluster}"
+            self.whole_cluster.label = f"label every event of unknown cluster {cluster}"
         event = self.store.event(str(row["event_id"]))
         self.detail.object = self._describe(event, predicted)
         if event is not None:
@@ -748,6 +751,7 @@ class LabellingQueue(pn.viewable.Viewer):
                 done = f"the event at {_when(row['ts'])} UTC"
         except ValueError as err:
             _say(self.message, html.escape(str(err)), "danger")
+            self.store.invalidate()  # the queue may be stale (an event that has gone)
             self.refresh()
             return []
         clean = self.store.labels(limit=1)["device"].iloc[0]
@@ -787,13 +791,13 @@ class DevicesView(pn.viewable.Viewer):
         self.store = store
         self.palette = palette or DevicePalette(store.device_names())
         self.days = pn.widgets.RadioButtonGroup(
-            name="Period", options=["1 day", "7 days", "30 days"], value="7 days"
+            label="Period", options=["1 day", "7 days", "30 days"], value="7 days"
         )
-        self.total = pn.indicators.Number(name="Whole house", format="{value:,.1f} kWh",
+        self.total = pn.indicators.Number(label="Whole house", format="{value:,.1f} kWh",
                                           font_size="24pt", title_size="11pt")  # fmt: skip
-        self.base = pn.indicators.Number(name="Always on", format="{value:,.0f} W",
+        self.base = pn.indicators.Number(label="Always on", format="{value:,.0f} W",
                                          font_size="24pt", title_size="11pt")  # fmt: skip
-        self.unexplained = pn.indicators.Number(name="Unexplained", format="{value:,.1f} kWh",
+        self.unexplained = pn.indicators.Number(label="Unexplained", format="{value:,.1f} kWh",
                                                 font_size="24pt", title_size="11pt")  # fmt: skip
         self.message = _message()
         self.per_day = pn.pane.HoloViews(sizing_mode="stretch_width", height=330)
@@ -964,10 +968,10 @@ class UnknownsView(pn.viewable.Viewer):
         )  # fmt: skip
         self.examples.on_click(self._example_clicked)
         self.name_input = pn.widgets.TextInput(
-            name="Name this device", placeholder="e.g. well pump", width=240
+            label="Name this device", placeholder="e.g. well pump", width=240
         )
         self.name_button = pn.widgets.Button(
-            name="Name it (labels all its events)", button_type="primary",
+            label="Name it (labels all its events)", color="primary",
             disabled=read_only,
         )  # fmt: skip
         self.name_button.on_click(lambda e: self.name_selected(self.name_input.value))

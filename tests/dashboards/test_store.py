@@ -50,7 +50,8 @@ def test_buckets_hold_every_reading_and_min_mean_max_are_ordered(store: DataStor
     row = (
         store.connection.cursor()
         .execute(
-            "SELECT count(*), avg(a_act_power + b_act_power) FROM readings WHERE ts >= ? AND ts < ?",
+            "SELECT count(*), avg(a_act_power + b_act_power) FROM readings "
+            "WHERE ts >= ? AND ts < ?",
             [view.start, view.end],
         )
         .fetchone()

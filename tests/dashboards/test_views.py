@@ -1,0 +1,231 @@
+"""Views: bad input gives a clear message and writes nothing; controls do what they say."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from bokeh.document import Document
+
+from dashboards.app import PAGES, build_app
+from dashboards.store import DataStore
+from dashboards.views import (
+    DevicePalette,
+    DevicesView,
+    EventLog,
+    HealthView,
+    LabellingQueue,
+    LivePowerView,
+    Selection,
+    UnknownsView,
+)
+from tests.dashboards.conftest import label_count
+
+
+def _render(view: object) -> None:
+    """Build the Bokeh models, as a browser session would (catches bad plot options)."""
+    view.__panel__().get_root(Document())  # type: ignore[attr-defined]
+
+
+# -- labelling --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "words"), [("", "empty"), ("k" * 200, "200 characters long; the limit is 64")]
+)
+def test_queue_refuses_bad_names_with_a_message(
+    fresh_store: DataStore, name: str, words: str
+) -> None:
+    queue = LabellingQueue(fresh_store)
+    assert queue.label_selected(name) == []
+    assert queue.message.visible and queue.message.alert_type == "danger"
+    assert words in queue.message.object
+    assert label_count(fresh_store) == 0
+
+
+def test_queue_refuses_a_label_for_an_event_that_has_gone(fresh_store: DataStore) -> None:
+    queue = LabellingQueue(fresh_store)
+    gone = queue.selected()
+    assert gone is not None
+    fresh_store.connection.execute("DELETE FROM events WHERE event_id = ?", [gone["event_id"]])
+    assert queue.label_selected("fridge") == []
+    assert "does not exist" in queue.message.object
+    assert label_count(fresh_store) == 0
+    # the refresh after the error drops the vanished event from the queue
+    assert gone["event_id"] not in set(queue.table.value["event_id"])
+
+
+def test_queue_confirms_the_prediction_in_one_click(fresh_store: DataStore) -> None:
+    queue = LabellingQueue(fresh_store)
+    frame = queue.table.value
+    predicted_rows = [i for i, d in enumerate(frame["device"]) if isinstance(d, str)]
+    queue.table.selection = [predicted_rows[0]]
+    row = queue.selected()
+    assert row is not None
+    assert queue.confirm.label == f"✓ It is {row['device']}" and not queue.confirm.disabled
+    queue.confirm.clicks += 1  # what a click in the browser does
+    assert label_count(fresh_store) == 1
+    assert queue.message.alert_type == "success" and row["device"] in queue.message.object
+    stored = fresh_store.labels(limit=1).iloc[0]
+    assert (stored["event_id"], stored["device"]) == (row["event_id"], row["device"])
+    assert row["event_id"] not in set(queue.table.value["event_id"])
+
+
+def test_queue_names_a_new_device(fresh_store: DataStore) -> None:
+    calls: list[int] = []
+    queue = LabellingQueue(fresh_store, on_label=lambda: calls.append(1))
+    row = queue.selected()
+    assert row is not None
+    queue.whole_cluster.value = False
+    queue.new_name.value = " Kettle  "
+    queue.new_button.clicks += 1
+    assert fresh_store.labels(limit=1).iloc[0]["device"] == "Kettle"
+    assert calls == [1] and queue.new_name.value == ""
+    assert "Kettle" in fresh_store.device_names()
+    assert "Kettle" in queue.pick.options
+
+
+def test_queue_labels_a_whole_cluster_when_asked(fresh_store: DataStore) -> None:
+    queue = LabellingQueue(fresh_store)
+    frame = queue.table.value
+    in_cluster = [i for i, c in enumerate(frame["cluster_id"]) if isinstance(c, str)]
+    queue.table.selection = [in_cluster[0]]
+    assert queue.whole_cluster.visible
+    ids = queue.label_selected("well pump")
+    cluster = frame.iloc[in_cluster[0]]["cluster_id"]
+    members = (
+        fresh_store.connection.cursor()
+        .execute("SELECT count(*) FROM events WHERE cluster_id = ?", [cluster])
+        .fetchone()
+    )
+    assert members is not None and len(ids) == members[0] > 1
+
+
+def test_read_only_queue_explains_and_disables_labelling(store: DataStore) -> None:
+    queue = LabellingQueue(store, read_only=True)
+    assert queue.confirm.disabled and queue.new_button.disabled
+    assert "read-only" in queue.message.object and "nilm label" in queue.message.object
+
+
+def test_unknowns_view_names_a_cluster_or_says_why_not(fresh_store: DataStore) -> None:
+    view = UnknownsView(fresh_store)
+    assert view.name_selected("") == []
+    assert "empty" in view.message.object and label_count(fresh_store) == 0
+    ids = view.name_selected("well pump")
+    assert ids and label_count(fresh_store) == len(ids)
+    assert view.clusters.value.iloc[0]["name"] == "well pump"
+
+
+# -- live chart -------------------------------------------------------------------------------
+def test_a_future_date_range_says_so_and_keeps_the_chart(store: DataStore) -> None:
+    live = LivePowerView(store)
+    shown = live.last_view
+    assert shown is not None and len(shown.frame) > 0
+    _, hi = store.data_bounds()  # type: ignore[misc]
+    far = hi.replace(tzinfo=None) + timedelta(days=400)
+    live.range.value = (far, far + timedelta(days=1))
+    assert not live.live.value  # picking a range stops following live data
+    assert live.message.visible and "future" in live.message.object
+    assert live.last_view is shown
+
+
+def test_a_past_range_draws_downsampled_power_and_events(store: DataStore) -> None:
+    live = LivePowerView(store)
+    lo, _ = store.data_bounds()  # type: ignore[misc]
+    start = lo.replace(tzinfo=None)
+    live.range.value = (start, start + timedelta(hours=6))
+    view = live.last_view
+    assert view is not None and view.bucket_s == 15
+    assert len(view.frame) <= 6 * 3600 / 15 + 1
+    data = live.pipe.data
+    assert len(data["on"]) + len(data["off"]) > 5
+    assert set(data["on"]["color"]) <= set(live.palette._colors.values()) | {"#9e9e9e"}
+    _render(live)
+
+
+def test_live_mode_follows_the_latest_reading(store: DataStore) -> None:
+    live = LivePowerView(store)
+    assert live.live.value
+    _, hi = store.data_bounds()  # type: ignore[misc]
+    assert live.last_view is not None
+    assert hi - live.last_view.end < timedelta(seconds=2)
+    assert live.now.value == round(store.latest_power()["total"])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("legs", ["both", "a"])
+def test_legs_apparent_and_pf_options_render(store: DataStore, legs: str) -> None:
+    live = LivePowerView(store)
+    live.legs.value = legs
+    live.apparent.value = True
+    live.pf.value = True
+    _render(live)
+    frame = live.pipe.data["power"]
+    for key in ("a", "b"):
+        assert frame[f"{key}_va"].notna().all() and frame[f"{key}_pf"].between(0, 1).all()
+
+
+def test_clicking_an_event_zooms_the_chart_to_it(store: DataStore) -> None:
+    selection = Selection()
+    palette = DevicePalette(store.device_names())
+    live = LivePowerView(store, palette, selection)
+    log = EventLog(store, selection, palette)
+    log._clicked(SimpleNamespace(row=3, column="ts"))
+    event = store.event(log.table.value.iloc[3]["event_id"])
+    assert event is not None
+    assert not live.live.value
+    assert live.last_view is not None
+    assert live.last_view.start <= event["ts"] <= live.last_view.end
+    assert live.last_view.end - live.last_view.start == timedelta(minutes=10)
+
+
+def test_event_log_filters(store: DataStore) -> None:
+    log = EventLog(store)
+    everything = len(log.table.value)
+    log.device.value = "fridge"
+    assert 0 < len(log.table.value) < everything
+    assert set(log.table.value["shown_device"]) == {"fridge"}
+    log.direction.value = "on"
+    assert (log.table.value["delta_p_w"] > 0).all()
+    log.device.value = "all devices"
+    log.min_dp.value = 2000
+    assert (log.table.value["delta_p_w"].abs() >= 2000).all()
+
+
+# -- devices, health, whole app ---------------------------------------------------------------
+def test_devices_page_shows_energy_and_says_when_runs_are_missing(
+    store: DataStore, empty_store: DataStore
+) -> None:
+    view = DevicesView(store)
+    assert view.total.value > 0 and view.base.value > 0
+    assert "fridge" in " ".join(view.table.value["device"])
+    _render(view)
+    empty = DevicesView(empty_store)
+    assert "No readings yet" in empty.message.object
+
+
+def test_health_view_shows_alerts_with_before_and_after(store: DataStore) -> None:
+    view = HealthView(store)
+    text = view.cards.objects[0].object
+    assert "fridge" in text and "125.0 → 152.0" in text and "+22%" in text
+
+
+def test_whole_app_builds_and_renders_on_an_empty_database(empty_store: DataStore) -> None:
+    template = build_app(empty_store)
+    app = template._nilm_app
+    for index in range(len(PAGES)):
+        app.tabs.active = index
+        app.refresh()
+    assert "No readings yet" in app.live.message.object
+    assert "Nothing to label" in app.queue.count.object
+    assert "No unknown devices" in app.unknowns.count.object
+    for view in (app.live, app.events, app.queue, app.devices, app.unknowns, app.health):
+        _render(view)
+
+
+def test_whole_app_on_the_sample_switches_to_the_chart_when_an_event_is_chosen(
+    store: DataStore,
+) -> None:
+    app = build_app(store)._nilm_app
+    app.tabs.active = PAGES.index("Events")
+    app.events._clicked(SimpleNamespace(row=0, column="ts"))
+    assert app.tabs.active == PAGES.index("Live")
+    assert not app.live.live.value
