@@ -6,7 +6,8 @@ labelling queue every `review_every_s` of readings and confirms the most uncerta
 at most `label_budget` per device, never one of the `holdout` devices (those stand for devices
 the user has not labelled yet, for novelty). It measures:
 
-- events: precision, recall and F1 of detected against true switches within +/-2 s;
+- events: precision, recall and F1 of detected against true switches within +/-2 s
+  (`nilm.matching.match_events`);
 - classification: macro-F1 and per-device F1 of the device predicted when each event arrived,
   over the events the user did not label (a labelled event shows the user's answer);
 - novelty: ROC AUC of the novelty score, held-out devices' events against known devices' events
@@ -28,62 +29,17 @@ from typing import Any
 
 from nilm.detection import HomeEventDetector
 from nilm.learning import HomeLearner, TableRow
+from nilm.matching import match_events
 from nilm.records import Event, Label, ReadingBatch, TruthEvent, to_epoch_us
 
 __all__ = [
     "Evaluation",
     "macro_f1",
-    "match_to_truth",
     "prf",
     "roc_auc",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def match_to_truth(
-    detected: Sequence[Event],
-    truth: Sequence[TruthEvent],
-    tolerance_s: float = 2.0,
-    min_w: float = 50.0,
-) -> dict[str, int]:
-    """Detected event id -> index into `truth` of the true switch it found, one to one.
-
-    Greedy by time difference: a detected event matches the nearest unmatched true event within
-    `tolerance_s` whose step has the same sign. True steps under `min_w` are ignored.
-
-    >>> from datetime import UTC, datetime, timedelta
-    >>> t0 = datetime(2026, 1, 5, tzinfo=UTC)
-    >>> truth = [TruthEvent(t0, "oven", "ab", "on", 3000.0)]
-    >>> e = Event("x", "h", t0 + timedelta(seconds=1), "ab", 2990.0, 0.0, 2990.0, 0.0, 0.0,
-    ...           0.0, 0.0, 0.0, 0.0, 240.0)
-    >>> match_to_truth([e], truth)
-    {'x': 0}
-    """
-    keep = [i for i, t in enumerate(truth) if abs(t.delta_p_w) >= min_w]
-    keep.sort(key=lambda i: to_epoch_us(truth[i].ts))
-    t_us = [to_epoch_us(truth[i].ts) for i in keep]
-    tol = int(tolerance_s * 1_000_000)
-    pairs: list[tuple[int, int, int]] = []
-    for j, e in enumerate(detected):
-        u = to_epoch_us(e.ts)
-        lo = bisect.bisect_left(t_us, u - tol)
-        hi = bisect.bisect_right(t_us, u + tol)
-        for k in range(lo, hi):
-            t = truth[keep[k]]
-            if (t.delta_p_w > 0) == (e.delta_p_w > 0):
-                pairs.append((abs(t_us[k] - u), j, keep[k]))
-    pairs.sort()
-    used_d: set[int] = set()
-    used_t: set[int] = set()
-    out: dict[str, int] = {}
-    for _, j, i in pairs:
-        if j in used_d or i in used_t:
-            continue
-        used_d.add(j)
-        used_t.add(i)
-        out[detected[j].event_id] = i
-    return out
 
 
 def prf(n_detected: int, n_truth: int, n_matched: int) -> dict[str, float]:
@@ -302,8 +258,7 @@ class Evaluation:
         events = [s.event for s in self.scored]
         span_end = self.scored[-1].event.ts if self.scored else None
         truth = [t for t in self.truth if span_end is None or t.ts <= span_end]
-        matched = match_to_truth(events, truth, self.tolerance_s, self.min_w)
-        n_truth = sum(1 for t in truth if abs(t.delta_p_w) >= self.min_w)
+        matching = match_events(events, truth, self.tolerance_s, self.min_w)
         y_true: list[str] = []
         y_pred: list[str | None] = []
         pos: list[float] = []
@@ -330,7 +285,11 @@ class Evaluation:
                 y_pred.append(s.device)
         macro, per = macro_f1(y_true, y_pred)
         return {
-            "events": prf(len(events), n_truth, len(matched)),
+            "events": {
+                "precision": round(matching.precision, 4),
+                "recall": round(matching.recall, 4),
+                "f1": round(matching.f1, 4),
+            },
             "classification": {"macro_f1": macro, "per_device": per, "n_scored": len(y_true)},
             "novelty": {
                 "roc_auc": roc_auc(pos, neg),
