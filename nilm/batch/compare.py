@@ -5,8 +5,10 @@ scoring) the device the ground truth says it was. A simulated user confirms some
 confirmation becomes available at a given time. Batch models are retrained from scratch every
 `retrain_every_s` seconds of stream time on the confirmations available before that moment, and
 predict every event until the next retrain; online models predict each event, then learn the
-confirmations that have arrived by the next one. So no model ever sees a label from its future,
-and every model is scored on every event whose device is known, as it would have answered then.
+confirmations that have arrived by the next one. So no model ever sees a label from its future.
+Every model is scored on the events whose device is known and that the user did not confirm (a
+confirmed event shows the user's answer, as in `nilm.evaluation`), as it answered then; the
+late macro-F1 counts only the events from `late_from_us` on, when most labels are in.
 
 Time is measured only through the `clock` the caller passes (`time.perf_counter` in the
 benchmark and in `nilm eval`), so this module reads no clock itself.
@@ -81,6 +83,7 @@ class ModelResult:
     name: str
     macro_f1: float
     per_device: dict[str, float]
+    macro_f1_late: float
     scored: int
     trainings: int
     labels_used: int
@@ -92,6 +95,7 @@ class ModelResult:
         return {
             "macro_f1": self.macro_f1,
             "per_device": self.per_device,
+            "macro_f1_late": self.macro_f1_late,
             "scored": self.scored,
             "trainings": self.trainings,
             "labels_used": self.labels_used,
@@ -214,6 +218,7 @@ def compare(
     retrain_every_s: float = 6 * 3600.0,
     seed: int = 0,
     clock: Callable[[], float] | None = None,
+    late_from_us: int | None = None,
 ) -> list[ModelResult]:
     """Every model's figures over the stream (see the module docstring).
 
@@ -234,6 +239,8 @@ def compare(
         Seeds every model.
     clock
         Seconds from an arbitrary origin (`time.perf_counter`); None reports NaN times.
+    late_from_us
+        Start of the late span (µs since the epoch); None: the second half of the stream.
     """
     n = len(events)
     if not (len(samples) == len(feature_dicts) == len(truth) == n):
@@ -250,8 +257,22 @@ def compare(
     if len(confs) < len(confirmations):
         log.warning("%d confirmations name no event of the stream; ignored",
                     len(confirmations) - len(confs))
-    scored = [k for k, i in enumerate(order) if truth[i] is not None]
+    confirmed = {c.event_id for c in confs}
+    scored = [
+        k for k, i in enumerate(order)
+        if truth[i] is not None and events[i].event_id not in confirmed
+    ]
     truth_scored = [str(truth[order[k]]) for k in scored]
+    if late_from_us is None:
+        late_from_us = (times[0] + times[-1]) // 2 if times else 0
+    late = [j for j, k in enumerate(scored) if times[k] >= late_from_us]
+
+    def score(predicted: list[str | None]) -> tuple[float, dict[str, float], float]:
+        pred = [predicted[k] for k in scored]
+        macro, per_device = f1_scores(truth_scored, pred)
+        late_macro, _ = f1_scores([truth_scored[j] for j in late], [pred[j] for j in late])
+        return macro, per_device, late_macro
+
     tick = clock if clock is not None else (lambda: float("nan"))
     results: list[ModelResult] = []
 
@@ -273,9 +294,9 @@ def compare(
             predict_s += tick() - t0
             for k, device in zip(range(start, stop), labels, strict=True):
                 predicted[k] = device
-        macro, per_device = f1_scores(truth_scored, [predicted[k] for k in scored])
+        macro, per_device, late_macro = score(predicted)
         results.append(ModelResult(
-            spec.name, macro, per_device, len(scored), len(train_s),
+            spec.name, macro, per_device, late_macro, len(scored), len(train_s),
             points[-1][1] if points else 0,
             float(np.sum(train_s)) if train_s else 0.0,
             train_s[-1] if train_s else 0.0,
@@ -300,27 +321,31 @@ def compare(
             proba = model_o.predict_proba_one(feature_dicts[i])
             predict_s += tick() - t0
             predicted[k] = max(proba, key=lambda d: proba[d]) if proba else None
-        macro, per_device = f1_scores(truth_scored, [predicted[k] for k in scored])
+        macro, per_device, late_macro = score(predicted)
         results.append(ModelResult(
-            name, macro, per_device, len(scored), learned, learned, learn_s,
+            name, macro, per_device, late_macro, len(scored), learned, learned, learn_s,
             learn_s / max(learned, 1), 1e6 * predict_s / max(n, 1),
         ))
     return results
 
 
 def format_table(results: Sequence[ModelResult], devices: Sequence[str] | None = None) -> str:
-    """One text table: a row per model, macro-F1, times, and each device's F1."""
+    """One text table: a row per model, macro-F1 (all, late), times, and each device's F1.
+
+    `train s` is the total over all retrains, `last s` the last (largest) one, `pred us` the
+    prediction time per event.
+    """
     if not results:
         return "(no models)"
     names = list(devices) if devices is not None else sorted(results[0].per_device)
     short = [d[:8] for d in names]
-    head = (f"{'model':<20} {'macroF1':>7} {'train s':>8} {'last s':>7} {'pred us':>8} "
+    head = (f"{'model':<20} {'macroF1':>7} {'late':>5} {'train s':>8} {'last s':>7} {'pred us':>8} "
             + " ".join(f"{s:>8}" for s in short))
     lines = [head, "-" * len(head)]
     for r in results:
         cells = " ".join(f"{r.per_device.get(d, float('nan')):>8.2f}" for d in names)
         lines.append(
-            f"{r.name:<20} {r.macro_f1:>7.3f} {r.train_s_total:>8.2f} {r.train_s_last:>7.3f} "
-            f"{r.predict_us_per_event:>8.1f} {cells}"
+            f"{r.name:<20} {r.macro_f1:>7.3f} {r.macro_f1_late:>5.3f} {r.train_s_total:>8.2f} "
+            f"{r.train_s_last:>7.3f} {r.predict_us_per_event:>8.1f} {cells}"
         )
     return "\n".join(lines)

@@ -28,7 +28,8 @@ class XGBoostClassifier(BatchClassifier):
     n_estimators, max_depth, learning_rate
         The boosting schedule; small by default, as a home gives hundreds of labels at most.
     n_jobs
-        Threads XGBoost may use.
+        Threads XGBoost may use; one is as fast for a few hundred events and does not fight
+        the flow for the cores.
 
     Examples
     --------
@@ -49,7 +50,7 @@ class XGBoostClassifier(BatchClassifier):
         n_estimators: int = 150,
         max_depth: int = 4,
         learning_rate: float = 0.15,
-        n_jobs: int = 2,
+        n_jobs: int = 1,
     ) -> None:
         super().__init__(imbalance, seed)
         self.n_estimators = n_estimators
