@@ -223,6 +223,8 @@ class LegSegmenter:
         points are all known. With `final`, the stream has ended: close what there is."""
         cfg = self.config
         steps: list[LegStep] = []
+        if known < 0 and not final:
+            return steps
         while self.cps:
             first = self._raw_group(0, buf, known, final, self.seg_start)
             if first is None:
