@@ -1,9 +1,10 @@
 """The agent assembled: transport → poller → spool → HTTP API, on one asyncio loop.
 
-One loop, one thread: the poller appends to the spool's buffer, a committer commits it every
-`commit_interval_s` and wakes long-polling readers, and retention runs once a minute. SQLite
-calls are short (a commit of a few readings, a page of a few thousand rows), so they run on the
-loop itself; a Pi Zero 2W has no core to spare for a thread pool.
+One loop, one thread, the standard library only (plus bleak for BLE): the poller appends to the
+spool's buffer, a committer commits it every `commit_interval_s` and wakes long-polling readers,
+and retention runs once a minute. SQLite calls are short (a commit of a few readings, a page of a
+few thousand rows), so they run on the loop itself; a Pi Zero 2W has no core to spare for a
+thread pool.
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from nilm.records import Reading, to_epoch_us
 from pi_agent.config import AgentConfig
 from pi_agent.poller import Poller, TickClock, VirtualClock, WallClock
-from pi_agent.server import ApiStats, CommitSignal, make_app
+from pi_agent.server import ApiStats, CommitSignal, make_server
 from pi_agent.spool import Spool
 from pi_agent.transports import HttpTransport, Transport
 
@@ -157,14 +156,12 @@ class Agent:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve and poll until `stop()`."""
-        app = make_app(self.spool, self.token, self.health, self.commits, self.sim, self.api)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
-        await site.start()
+        server = make_server(self.spool, self.token, self.health, self.commits, self.sim, self.api)
+        await server.start(self.config.host, self.config.port)
+        self.port = server.port
         logger.info(
             "agent serving on http://%s:%d (transport %s, spool %s at seq %d)",
-            self.config.host, self.config.port, self.transport.name, self.spool.path,
+            self.config.host, self.port, self.transport.name, self.spool.path,
             self.spool.last_seq,
         )  # fmt: skip
         if ready is not None:
@@ -177,7 +174,7 @@ class Agent:
             self._stop.set()
             await asyncio.gather(poller, committer, return_exceptions=True)
             await self.transport.close()
-            await runner.cleanup()
+            await server.stop()
             self.spool.close()
             logger.info("agent stopped at seq %d", self.spool.last_seq)
 

@@ -6,9 +6,11 @@
   Answer: `{"readings": [{"seq", "timestamp_utc", "a_voltage", ...}], "last_seq": head,
   "first_seq": oldest kept}`; a reader whose `after + 1 < first_seq` has lost readings to
   retention.
-- `GET /healthz`: counters (poller, spool, transport); no token, it holds no readings.
+- `GET /healthz`: counters (poller, spool, transport, API); no token, it holds no readings.
 - `GET /rpc/EM.GetStatus?id=0` and `POST /rpc` (sim only): the simulated meter, so that the
   HTTP transport is exercised over real sockets.
+
+Served by `pi_agent.httpd` (standard library; see there why not aiohttp).
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
+from pi_agent.httpd import HttpError, HttpServer, Request, Response
 from pi_agent.spool import Spool, row_to_json
 
 if TYPE_CHECKING:
     from pi_agent.sim import SimShelly
 
-__all__ = ["ApiStats", "CommitSignal", "make_app"]
+__all__ = ["ApiStats", "CommitSignal", "make_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,48 +63,50 @@ class CommitSignal:
             await asyncio.wait_for(self._event.wait(), timeout_s)
 
 
-def _int_arg(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(status, json.dumps(value).encode())
+
+
+def _int_arg(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise web.HTTPBadRequest(text=f"{name}={raw!r} is not an integer") from None
+        raise HttpError(400, f"{name}={raw!r} is not an integer") from None
     if not lo <= value <= hi:
-        raise web.HTTPBadRequest(text=f"{name}={value} must be within [{lo}, {hi}]")
+        raise HttpError(400, f"{name}={value} must be within [{lo}, {hi}]")
     return value
 
 
-def make_app(
+def make_server(
     spool: Spool,
     token: str,
     health: Callable[[], dict[str, Any]],
     commits: CommitSignal,
     sim: SimShelly | None = None,
     stats: ApiStats | None = None,
-) -> web.Application:
-    """The aiohttp application; `health()` gives the /healthz counters."""
+) -> HttpServer:
+    """The agent's HTTP server (not yet listening); `health()` gives the /healthz counters."""
     counters = stats if stats is not None else ApiStats()
     expected = f"Bearer {token}".encode()
 
-    def authorised(request: web.Request) -> bool:
-        given = request.headers.get("Authorization", "").encode()
-        return hmac.compare_digest(given, expected)
-
-    async def readings(request: web.Request) -> web.Response:
-        if not authorised(request):
+    async def readings(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode("latin-1")
+        if not hmac.compare_digest(given, expected):
             counters.unauthorized += 1
-            raise web.HTTPUnauthorized(
-                text="missing or wrong bearer token: send 'Authorization: Bearer <token>'",
-                headers={"WWW-Authenticate": "Bearer"},
+            raise HttpError(
+                401,
+                "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                {"WWW-Authenticate": "Bearer"},
             )
         after = _int_arg(request, "after", 0, 0, 2**62)
         limit = _int_arg(request, "limit", 1000, 1, MAX_LIMIT)
         try:
             wait = min(float(request.query.get("wait", 0)), MAX_WAIT_S)
         except ValueError:
-            raise web.HTTPBadRequest(text="wait must be a number of seconds") from None
+            raise HttpError(400, "wait must be a number of seconds") from None
         counters.requests += 1
         rows = spool.after(after, limit)
         if not rows:
@@ -115,37 +118,37 @@ def make_app(
                 await commits.wait(left)
                 rows = spool.after(after, limit)
         counters.rows_served += len(rows)
-        body = {
-            "readings": [row_to_json(r) for r in rows],
-            "last_seq": spool.last_seq,
-            "first_seq": spool.first_seq(),
-        }
-        return web.Response(text=json.dumps(body), content_type="application/json")
+        return _json(
+            {
+                "readings": [row_to_json(r) for r in rows],
+                "last_seq": spool.last_seq,
+                "first_seq": spool.first_seq(),
+            }
+        )
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text=json.dumps(health()), content_type="application/json")
+    async def healthz(request: Request) -> Response:
+        return _json(health())
 
-    async def rpc_get(request: web.Request) -> web.Response:
-        assert sim is not None
-        params: dict[str, Any] = dict(request.query)
-        frame = sim.rpc({"id": 1, "method": request.match_info["method"], "params": params})
-        if "error" in frame:
-            code = 404 if frame["error"]["code"] == 404 else 500
-            return web.json_response(frame["error"], status=code)
-        return web.json_response(frame["result"])
+    routes = {("GET", "/v1/readings"): readings, ("GET", "/healthz"): healthz}
 
-    async def rpc_post(request: web.Request) -> web.Response:
-        assert sim is not None
-        try:
-            frame = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(text="the body is not a JSON-RPC frame") from None
-        return web.json_response(sim.rpc(frame))
-
-    app = web.Application()
-    app.router.add_get("/v1/readings", readings)
-    app.router.add_get("/healthz", healthz)
     if sim is not None:
-        app.router.add_get("/rpc/{method}", rpc_get)
-        app.router.add_post("/rpc", rpc_post)
-    return app
+        shelly = sim
+
+        async def rpc_get(request: Request) -> Response:
+            method = request.path.removeprefix("/rpc/")
+            params: dict[str, Any] = dict(request.query)
+            frame = shelly.rpc({"id": 1, "method": method, "params": params})
+            if "error" in frame:
+                return _json(frame["error"], 404 if frame["error"]["code"] == 404 else 500)
+            return _json(frame["result"])
+
+        async def rpc_post(request: Request) -> Response:
+            try:
+                frame = json.loads(request.body)
+            except ValueError:
+                raise HttpError(400, "the body is not a JSON-RPC frame") from None
+            return _json(shelly.rpc(frame))
+
+        routes[("GET", "/rpc/*")] = rpc_get
+        routes[("POST", "/rpc")] = rpc_post
+    return HttpServer(routes)

@@ -9,10 +9,15 @@ agent on real hardware does not carry it.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from pi_agent.httpd import HttpClient
 
 __all__ = [
     "EndOfSimulation",
@@ -62,44 +67,42 @@ class HttpTransport:
     name = "http"
 
     def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"shelly url {url!r} must look like http://HOST[:PORT]")
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
-        self._session: Any = None
+        self._client = HttpClient(parts.hostname, parts.port or 80)
         self._requests = 0
         self._errors = 0
 
     async def connect(self) -> None:
-        import aiohttp
-
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                connector=aiohttp.TCPConnector(limit=1),
-            )
+        return None
 
     async def em_status(self, at: datetime) -> Mapping[str, Any]:
-        import aiohttp
-
-        await self.connect()
         self._requests += 1
         try:
-            async with self._session.get(f"{self.url}/rpc/EM.GetStatus", params={"id": "0"}) as r:
-                if r.status != 200:
-                    text = (await r.text())[:200]
-                    raise TransportError(f"{self.url} answered HTTP {r.status}: {text}")
-                result = await r.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+            status, body = await asyncio.wait_for(
+                self._client.get("/rpc/EM.GetStatus?id=0"), self.timeout_s
+            )
+        except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as err:
             self._errors += 1
             raise TransportError(f"EM.GetStatus over HTTP at {self.url} failed: {err!r}") from err
+        if status != 200:
+            self._errors += 1
+            raise TransportError(f"{self.url} answered HTTP {status}: {body[:200]!r}")
+        try:
+            result = json.loads(body)
+        except ValueError as err:
+            self._errors += 1
+            raise TransportError(f"{self.url} sent unreadable JSON: {err}") from err
         if not isinstance(result, dict):
             self._errors += 1
             raise TransportError(f"{self.url} returned {type(result).__name__}, not an object")
         return result
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
     def stats(self) -> dict[str, Any]:
         return {"requests": self._requests, "errors": self._errors}
