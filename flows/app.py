@@ -7,6 +7,7 @@ and serve the dashboard from the same process because DuckDB lets one process op
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -22,7 +23,13 @@ from tqdm import tqdm
 from flows.database import open_database
 from flows.dataflow import get_flow
 from flows.sink import DuckDBSink
-from flows.sources import FileReplaySource, LabelSource, SimulatorSource, count_rows
+from flows.sources import (
+    FileReplaySource,
+    LabelSource,
+    SimulatorSource,
+    StoppableSource,
+    count_rows,
+)
 from nilm.settings import Settings
 from nilm.simulator import SimulatorConfig
 
@@ -97,18 +104,39 @@ def _start_dashboard(con: duckdb.DuckDBPyConnection, settings: Settings) -> Any:
     return start_dashboard(con, settings)
 
 
-def _serve_flow(
-    flow_settings: Settings,
-    con: duckdb.DuckDBPyConnection,
-    flow: Any,
-    recovery: RecoveryConfig | None,
-) -> None:
-    try:
-        # A snapshot is taken at each epoch's end: the epoch is the snapshot interval.
-        epoch = timedelta(seconds=flow_settings.snapshot_interval_s)
-        run_main(flow, epoch_interval=epoch, recovery_config=recovery)
-    except KeyboardInterrupt:
-        log.info("stopped by Ctrl-C; every reading written so far is in %s", flow_settings.db_path)
+class StopOnSignal:
+    """Turns Ctrl-C and SIGTERM into a flag the sources read, so the flow ends by draining.
+
+    Python's default, KeyboardInterrupt, would cut a DuckDB write off mid-transaction.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def __enter__(self) -> StopOnSignal:
+        self.previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:  # a second Ctrl-C: the user means it
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping: finishing what has been read (Ctrl-C again to abort)", flush=True)
+
+
+def _run_flow(settings: Settings, flow: Any, recovery: RecoveryConfig | None) -> None:
+    # A snapshot is taken at each epoch's end: the epoch is the snapshot interval.
+    epoch = timedelta(seconds=settings.snapshot_interval_s)
+    run_main(flow, epoch_interval=epoch, recovery_config=recovery)
 
 
 def run_demo(
@@ -130,16 +158,17 @@ def run_demo(
         f"then live at {speed:g}x; Ctrl-C stops",
         flush=True,
     )
-    source = SimulatorSource(
+    simulator = SimulatorSource(
         SimulatorConfig(seed=seed, home_id=settings.home_id),
         days=days,
         backfill_days=backfill_days,
         speed=speed,
     )
-    labels = LabelSource(con, settings.label_poll_s, finished=lambda: source.done)
-    flow = get_flow(settings, source, DuckDBSink(con), labels)
     try:
-        _serve_flow(settings, con, flow, None)
+        with StopOnSignal() as stop:
+            source = StoppableSource(simulator, stop)
+            labels = LabelSource(con, settings.label_poll_s, lambda: simulator.done or stop())
+            _run_flow(settings, get_flow(settings, source, DuckDBSink(con), labels), None)
     finally:
         _print_totals(con)
         if dashboard is not None:
@@ -158,7 +187,8 @@ def run_live(settings: Settings) -> int:
     print(f"dashboard  {getattr(dashboard, 'url', None) or 'not served'}")
     print(f"agent      {settings.agent.url}", flush=True)
     try:
-        _serve_flow(settings, con, live_flow(settings, con), recovery_config(settings))
+        with StopOnSignal() as stop:
+            _run_flow(settings, live_flow(settings, con, stop), recovery_config(settings))
     finally:
         if dashboard is not None:
             dashboard.stop()

@@ -12,6 +12,7 @@ file has one owner:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -21,20 +22,23 @@ from flows.agent_source import AgentSource
 from flows.database import open_database
 from flows.dataflow import get_flow
 from flows.sink import DuckDBSink
-from flows.sources import LabelSource
+from flows.sources import LabelSource, StoppableSource
 from nilm.settings import Settings, load_settings
 
 __all__ = ["live_flow"]
 
 
-def live_flow(settings: Settings, connection: duckdb.DuckDBPyConnection) -> Dataflow:
-    """Agent readings and labels through the dataflow into `connection`."""
-    return get_flow(
-        settings,
-        AgentSource(settings.agent, settings.home_id),
-        DuckDBSink(connection),
-        LabelSource(connection, settings.label_poll_s),
-    )
+def live_flow(
+    settings: Settings,
+    connection: duckdb.DuckDBPyConnection,
+    stop: Callable[[], bool] | None = None,
+) -> Dataflow:
+    """Agent readings and labels through the dataflow into `connection`, until `stop()`."""
+    readings: Any = AgentSource(settings.agent, settings.home_id)
+    if stop is not None:
+        readings = StoppableSource(readings, stop)
+    labels = LabelSource(connection, settings.label_poll_s, stop)
+    return get_flow(settings, readings, DuckDBSink(connection), labels)
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -34,7 +35,14 @@ from nilm.records import (
 )
 from nilm.simulator import DAY_S, HouseholdSimulator, SimulatorConfig
 
-__all__ = ["FileReplaySource", "LabelSource", "SimulatorSource", "count_rows", "read_file_chunks"]
+__all__ = [
+    "FileReplaySource",
+    "LabelSource",
+    "SimulatorSource",
+    "StoppableSource",
+    "count_rows",
+    "read_file_chunks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -372,3 +380,42 @@ class LabelSource(FixedPartitionedSource[tuple[str, Label], int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _LabelPartition:
         return _LabelPartition(self, resume_state)
+
+
+class _StoppablePartition(StatefulSourcePartition[Any, Any]):
+    def __init__(self, inner: StatefulSourcePartition[Any, Any], stop: Callable[[], bool]) -> None:
+        self.inner = inner
+        self.stop = stop
+
+    def next_batch(self) -> Any:
+        if self.stop():
+            raise StopIteration
+        return self.inner.next_batch()
+
+    def next_awake(self) -> datetime | None:
+        return self.inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class StoppableSource(FixedPartitionedSource[Any, Any]):
+    """Any partitioned source that ends, as if its input were finished, once `stop()` is True.
+
+    Ctrl-C sets the flag: the flow then drains and completes, so every item already read is
+    written and the database is closed cleanly, instead of a write cut off mid-transaction.
+    """
+
+    def __init__(self, inner: FixedPartitionedSource[Any, Any], stop: Callable[[], bool]) -> None:
+        self.inner = inner
+        self.stop = stop
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _StoppablePartition:
+        inner = self.inner.build_part(step_id, for_part, resume_state)
+        return _StoppablePartition(inner, self.stop)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -67,3 +70,25 @@ def test_unknown_setting_is_named(tmp_path: Path, capsys) -> None:
     config.write_text('home_id = "a"\nmin_event = 5\n')
     assert main(["run", "--config", str(config)]) == 2
     assert "unknown setting 'min_event'" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
+    db = tmp_path / "demo.duckdb"
+    nilm = Path(sys.executable).with_name("nilm")
+    proc = subprocess.Popen(
+        [str(nilm), "demo", "--db", str(db), "--backfill-days", "0.05", "--speed", "50",
+         "--no-dashboard"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # the banner is printed once the database is open
+        lines.append(line)
+        if line.startswith("simulating"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "Traceback" not in out and "readings" in out
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*) FROM events").fetchone() is not None
