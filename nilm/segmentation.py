@@ -67,6 +67,11 @@ class SegmentationConfig:
         A staircase never spans more than this.
     legs_merge_s
         Steps on legs a and b at most this far apart, in the same direction, are one 'ab' event.
+
+    Examples
+    --------
+    >>> SegmentationConfig(min_event_w=50.0).staircase_s
+    8.0
     """
 
     min_event_w: float = 30.0
@@ -98,6 +103,15 @@ class SampleBuffer:
     """The recent samples of one home, addressed by global sample index.
 
     Columns: `ts_us` and, per leg, the quantities of `LEG_QUANTITIES` (``a_p``, ``b_q``, ...).
+
+    Examples
+    --------
+    >>> buf = SampleBuffer()
+    >>> cols = {name: np.arange(4.0) for name in buf.cols}
+    >>> buf.append(np.arange(4) * 1_000_000, cols)
+    >>> buf.trim(2)
+    >>> buf.start, buf.end, buf.window("a_p", 0, 4).tolist()
+    (2, 4, [2.0, 3.0])
     """
 
     __slots__ = ("cols", "start", "ts_us")
@@ -177,6 +191,19 @@ class LegSegmenter:
 
     `cps` are change points not yet part of a closed step; `seg_start` is where the current
     steady segment began (the last change point of the last closed step).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> buf = SampleBuffer()
+    >>> p = np.r_[np.full(30, 100.0), 900.0, np.full(39, 350.0)] + rng.normal(0, 1, 70)
+    >>> cols = {name: np.full(70, 120.0) for name in buf.cols}
+    >>> cols["a_p"] = p
+    >>> buf.append(np.arange(70) * 1_000_000, cols)
+    >>> seg = LegSegmenter("a")
+    >>> seg.add(np.array([30, 31]))  # up to the inrush, down to the new level
+    >>> [(s.first, round(s.delta_p_w, -1), round(s.peak["a"], -2)) for s in seg.close(buf, 69)]
+    [(30, 250.0, 900.0)]
     """
 
     leg: str
@@ -328,6 +355,16 @@ class LegPairer:
     """Pairs steps of legs a and b that happen together into one 'ab' switch.
 
     Steps wait here until the other leg can no longer produce a partner for them.
+
+    Examples
+    --------
+    >>> def step(leg: str, ts_us: int) -> LegStep:
+    ...     levels = {f"{leg}_p": 0.0}
+    ...     return LegStep(leg, 0, 0, ts_us, ts_us, levels, {f"{leg}_p": 500.0}, {}, 0.0, 1)
+    >>> pairer = LegPairer()
+    >>> pairer.add([step("a", 10_000_000), step("b", 11_000_000)])
+    >>> [(s.leg, p.leg if p else None) for s, p in pairer.pop_ready({"a": None, "b": None})]
+    [('a', 'b')]
     """
 
     config: SegmentationConfig = field(default_factory=SegmentationConfig)
