@@ -82,7 +82,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_label(args: argparse.Namespace) -> int:
     from dashboards.store import DataStore
-
     from flows.database import open_database
 
     con = open_database(args.db)
