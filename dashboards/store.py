@@ -25,7 +25,13 @@ import pandas as pd
 
 from nilm.labelling import clean_device_name
 
+# A label whose event_id is "cluster:<cluster_id>" names a whole unknown-device cluster; the
+# learner (nilm.learning.CLUSTER_LABEL_PREFIX) reads it so. Kept here as a string so the
+# dashboard does not import the models.
+CLUSTER_LABEL_PREFIX = "cluster:"
+
 __all__ = [
+    "CLUSTER_LABEL_PREFIX",
     "LEG_CHOICES",
     "RESOLUTIONS",
     "DataStore",
@@ -534,9 +540,10 @@ class DataStore:
         return label_id[0]
 
     def label_cluster(self, cluster_id: str, device: str) -> list[int]:
-        """Name an unknown cluster: label every one of its unconfirmed events `device`.
+        """Name an unknown cluster: label every one of its events `device`, then the cluster.
 
-        Returns the new label ids. Raises like `confirm_label`, or `UnknownCluster`.
+        Returns the new label ids, in order (the last names the cluster; none when it was
+        already named so). Raises like `confirm_label`, or `UnknownCluster`.
         """
         name = clean_device_name(device)
         self._check_writable()
@@ -552,14 +559,19 @@ class DataStore:
             raise UnknownCluster(
                 f"Cluster {cluster_id!r} has no events in this database; refresh the list."
             )
+        # One label per event (each shows as confirmed at once), then one for the cluster
+        # itself, "cluster:<id>", which the learner takes as naming it (nilm.learning).
         ids = self._insert_labels(
-            "SELECT event_id, home_id FROM events e WHERE cluster_id = $cluster "
+            "SELECT event_id, home_id, ts FROM events e WHERE cluster_id = $cluster "
             "AND home_id = $home AND NOT EXISTS "
             "(SELECT 1 FROM labels l WHERE l.event_id = e.event_id AND l.device = $device) "
-            "ORDER BY ts",
-            {"cluster": cluster_id, "home": self.home_id, "device": name},
+            "UNION ALL SELECT $cluster_label, $home, NULL WHERE NOT EXISTS "
+            "(SELECT 1 FROM labels l WHERE l.event_id = $cluster_label AND l.device = $device) "
+            "ORDER BY ts NULLS LAST",
+            {"cluster": cluster_id, "home": self.home_id, "device": name,
+             "cluster_label": CLUSTER_LABEL_PREFIX + cluster_id},
             source="dashboard-cluster",
-        )
+        )  # fmt: skip
         log.info("cluster %s named %r: %s labels", cluster_id, name, len(ids))
         return ids
 

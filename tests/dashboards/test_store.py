@@ -11,6 +11,7 @@ import pytest
 
 from dashboards.store import (
     AUTO_POINTS,
+    CLUSTER_LABEL_PREFIX,
     DataStore,
     RangeProblem,
     ReadOnlyDatabase,
@@ -190,7 +191,10 @@ def test_naming_a_cluster_labels_all_its_events(fresh_store: DataStore) -> None:
         .fetchone()
     )
     ids = fresh_store.label_cluster(cluster["cluster_id"], "well pump")
-    assert members is not None and len(ids) == members[0] > 0
+    assert members is not None and len(ids) == members[0] + 1 > 1
+    last = fresh_store.labels(limit=1).iloc[0]
+    assert last["event_id"] == CLUSTER_LABEL_PREFIX + cluster["cluster_id"]
+    assert last["label_id"] == ids[-1] and last["source"] == "dashboard-cluster"
     assert fresh_store.clusters().iloc[0]["name"] == "well pump"
     # naming it again adds nothing
     assert fresh_store.label_cluster(cluster["cluster_id"], "well pump") == []
@@ -280,3 +284,9 @@ def test_labels_show_at_once_because_the_cache_is_dropped(fresh_store: DataStore
     fresh_store.confirm_label(queue.iloc[0]["event_id"], "fridge")
     assert len(fresh_store.labelling_queue()) == len(queue) - 1 or len(queue) == 50
     assert queue.iloc[0]["event_id"] not in set(fresh_store.labelling_queue()["event_id"])
+
+
+def test_the_cluster_label_prefix_matches_the_learners() -> None:
+    from nilm.learning import CLUSTER_LABEL_PREFIX as LEARNERS
+
+    assert CLUSTER_LABEL_PREFIX == LEARNERS
