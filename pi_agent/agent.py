@@ -111,6 +111,14 @@ class Agent:
             connect_timeout_s=c.ble_connect_timeout_s,
         )
 
+    def retention_now_us(self) -> int:
+        """ "Now" for retention: the wall clock, or in simulation the simulated clock (a
+        simulated day in the past must not be deleted as old the moment it is written)."""
+        if self.sim is not None:
+            last = self.spool.last_ts_us
+            return last if last is not None else to_epoch_us(self.sim.config.start)
+        return to_epoch_us(datetime.now(UTC))
+
     def _on_reading(self, reading: Reading) -> None:
         self.spool.append(to_epoch_us(reading.ts), reading.values())
 
@@ -152,7 +160,7 @@ class Agent:
                 self.commits.notify()
             if time.monotonic() - last_retention >= RETENTION_EVERY_S:
                 last_retention = time.monotonic()
-                self.spool.enforce_retention(to_epoch_us(datetime.now(UTC)))
+                self.spool.enforce_retention(self.retention_now_us())
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve and poll until `stop()`."""

@@ -327,19 +327,41 @@ class BleTransport:
         self._failures = 0
         self._next_attempt = 0.0
         self._lock = asyncio.Lock()
+        self._connect_task: asyncio.Task[None] | None = None
+        self._last_exc: Exception | None = None
         self.hint = ""
 
     # -- the Transport interface -------------------------------------------------------------
 
     async def connect(self) -> None:
-        async with self._lock:
-            await self._ensure()
+        """Connect now (or wait for the connection under way); raises if that fails."""
+        if self._connected():
+            return
+        task = self._start_connect()
+        if task is None:
+            raise self._backing_off()
+        await asyncio.shield(task)
+        if not self._connected():
+            err = self._last_exc
+            if isinstance(err, TransportError):
+                raise err
+            raise TransportError(f"BLE connect failed: {err!r}") from err
 
     async def em_status(self, at: datetime) -> Mapping[str, Any]:
+        """One call on the held connection. Without one, this starts connecting in the background
+        and fails at once: a scan and connect take seconds, and the poller must keep its beat."""
         from bleak.exc import BleakError
 
+        if not self._connected():
+            if self._rpc is not None:
+                await self._drop("link lost")
+            if self._start_connect() is None:
+                raise self._backing_off()
+            raise TransportError("BLE connecting to the Shelly")
         async with self._lock:
-            rpc = await self._ensure()
+            rpc = self._rpc
+            if rpc is None:
+                raise TransportError("BLE link lost")
             try:
                 return await rpc.call("EM.GetStatus", {"id": 0}, self.call_timeout_s)
             except RpcCallError:
@@ -353,6 +375,10 @@ class BleTransport:
                 raise TransportError(f"EM.GetStatus over BLE failed: {err!r}") from err
 
     async def close(self) -> None:
+        task = self._connect_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         async with self._lock:
             await self._drop("closing")
 
@@ -364,33 +390,42 @@ class BleTransport:
 
     # -- connection --------------------------------------------------------------------------
 
-    async def _ensure(self) -> ShellyBleRpc:
-        if self._rpc is not None and self._client is not None and self._client.is_connected:
-            return self._rpc
-        if self._rpc is not None:
-            await self._drop("link lost")
-        now = self.monotonic()
-        if now < self._next_attempt:
-            raise TransportError(
-                f"BLE reconnect in {self._next_attempt - now:.1f} s "
-                f"(after {self._failures} failed attempts: {self.counters.last_error})"
-            )
+    def _connected(self) -> bool:
+        return self._rpc is not None and self._client is not None and self._client.is_connected
+
+    def _backing_off(self) -> TransportError:
+        left = max(self._next_attempt - self.monotonic(), 0.0)
+        return TransportError(
+            f"BLE reconnect in {left:.1f} s "
+            f"(after {self._failures} failed attempts: {self.counters.last_error})"
+        )
+
+    def _start_connect(self) -> asyncio.Task[None] | None:
+        """The connection task under way or just started; None while backing off."""
+        if self._connect_task is not None and not self._connect_task.done():
+            return self._connect_task
+        if self.monotonic() < self._next_attempt:
+            return None
+        self._connect_task = asyncio.create_task(self._connect_guarded())
+        return self._connect_task
+
+    async def _connect_guarded(self) -> None:
         try:
-            self._rpc = await self._connect()
+            rpc = await self._connect()
         except Exception as err:
             self._failures += 1
             self.counters.connect_failures += 1
             self.counters.last_error = repr(err)
+            self._last_exc = err
             delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (self._failures - 1))
             delay *= self.rng.uniform(0.5, 1.0)
             self._next_attempt = self.monotonic() + delay
             logger.warning("BLE connect failed (%r); next attempt in %.1f s", err, delay)
-            if isinstance(err, TransportError):
-                raise
-            raise TransportError(f"BLE connect failed: {err!r}") from err
+            return
+        async with self._lock:
+            self._rpc = rpc
         self._failures = 0
         self._next_attempt = 0.0
-        return self._rpc
 
     async def _connect(self) -> ShellyBleRpc:
         if self._device is None:

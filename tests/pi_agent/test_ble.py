@@ -67,6 +67,27 @@ def transport(world: FakeWorld, clock: list[float] | None = None) -> BleTranspor
     )
 
 
+async def connect_then_call(t: BleTransport) -> Any:
+    await t.connect()
+    return await t.em_status(AT)
+
+
+def test_polls_never_wait_for_a_connection_to_be_set_up(shelly: SimShelly) -> None:
+    world = world_for(shelly, 247)
+    t = transport(world)
+
+    async def go() -> None:
+        with pytest.raises(TransportError, match="connecting"):
+            await t.em_status(AT)  # returns at once; the connection is set up meanwhile
+        assert t._connect_task is not None
+        await t._connect_task
+        assert await t.em_status(AT) == shelly.status_at(AT)
+        await t.close()
+
+    asyncio.run(go())
+    assert world.connects == 1
+
+
 @pytest.mark.parametrize("mtu", MTUS)
 def test_one_call_follows_the_framing_byte_for_byte(shelly: SimShelly, mtu: int) -> None:
     world = world_for(shelly, mtu)
@@ -156,11 +177,16 @@ def test_disconnect_mid_response_then_reconnect(shelly: SimShelly, mtu: int) -> 
     t = transport(world)
 
     async def go() -> None:
+        await t.connect()
         assert await t.em_status(AT) == shelly.status_at(AT)
         world.drop_after_data_reads = world.data_reads + 1  # dies in the 2nd of >= 2 reads
         with pytest.raises(TransportError, match="Not connected"):
             await t.em_status(AT)
-        # The next poll reconnects on a fresh channel and reads a whole frame again.
+        # The next poll starts reconnecting without waiting for it; once connected (a fresh
+        # channel) a whole frame is read again.
+        with pytest.raises(TransportError, match="connecting"):
+            await t.em_status(AT)
+        await t.connect()
         assert await t.em_status(AT) == shelly.status_at(AT)
 
     asyncio.run(go())
@@ -173,7 +199,7 @@ def test_disconnect_mid_response_then_reconnect(shelly: SimShelly, mtu: int) -> 
 def test_stale_bluez_service_cache_is_cleared_once(shelly: SimShelly, mtu: int) -> None:
     world = world_for(shelly, mtu, stale_cache=True)
     t = transport(world)
-    result = asyncio.run(t.em_status(AT))
+    result = asyncio.run(connect_then_call(t))
     assert result == shelly.status_at(AT)
     assert world.cache_clears == 1 and t.counters.cache_clears == 1 and t.hint == ""
 
@@ -185,7 +211,7 @@ def test_rpc_over_ble_disabled_gives_the_set_config_hint(shelly: SimShelly) -> N
 
     async def go() -> None:
         with pytest.raises(RpcDisabledError, match=r"BLE\.SetConfig"):
-            await t.em_status(AT)
+            await t.connect()
         with pytest.raises(TransportError, match="reconnect in"):  # backing off, no new scan
             await t.em_status(AT)
 
@@ -197,7 +223,7 @@ def test_rpc_over_ble_disabled_gives_the_set_config_hint(shelly: SimShelly) -> N
 def test_le_connection_abort_by_local_is_retried_at_once(shelly: SimShelly) -> None:
     world = world_for(shelly, 247, abort_connects=2)
     t = transport(world)
-    assert asyncio.run(t.em_status(AT)) == shelly.status_at(AT)
+    assert asyncio.run(connect_then_call(t)) == shelly.status_at(AT)
     assert t.counters.abort_retries == 2 and t.counters.connect_failures == 0
 
 
@@ -211,7 +237,7 @@ def test_reconnect_backoff_doubles_with_jitter_up_to_the_cap(shelly: SimShelly) 
     async def go() -> None:
         for _ in range(6):
             with pytest.raises(TransportError):
-                await t.em_status(AT)
+                await t.connect()
             delay = t._next_attempt - clock[0]
             delays.append(delay)
             with pytest.raises(TransportError, match="reconnect in"):
@@ -230,6 +256,7 @@ def test_gatt_operations_never_overlap(shelly: SimShelly) -> None:
     t = transport(world)
 
     async def go() -> list[Any]:
+        await t.connect()
         return list(await asyncio.gather(*(t.em_status(AT) for _ in range(5))))
 
     results = asyncio.run(go())

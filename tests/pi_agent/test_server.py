@@ -163,3 +163,19 @@ def test_http_transport_polls_the_simulated_shelly_over_a_socket(tmp_path: Path)
         await bad.close()
 
     asyncio.run(go())
+
+
+def test_retention_in_simulation_follows_the_simulated_clock(tmp_path: Path) -> None:
+    config = sim_config(tmp_path, start="2020-02-01T00:00:00Z", retention_days=1.0)
+    agent = Agent(config, TOKEN)
+    try:
+        day_us = 86_400_000_000
+        t0 = to_epoch_us(datetime(2020, 2, 1, tzinfo=UTC))
+        assert agent.retention_now_us() == t0
+        for k in range(3):
+            agent.spool.append(t0 + k * day_us, [1.0] * len(READING_COLUMNS))
+        agent.spool.flush()
+        agent.spool.enforce_retention(agent.retention_now_us())
+        assert agent.spool.first_seq() == 2  # only the reading 2 simulated days old went
+    finally:
+        agent.spool.close()
