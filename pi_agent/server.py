@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pi_agent.httpd import HttpError, HttpServer, Request, Response
+from pi_agent.httpd import Handler, HttpError, HttpServer, Request, Response
 from pi_agent.spool import Spool, row_to_json
 
 if TYPE_CHECKING:
@@ -129,7 +129,10 @@ def make_server(
     async def healthz(request: Request) -> Response:
         return _json(health())
 
-    routes = {("GET", "/v1/readings"): readings, ("GET", "/healthz"): healthz}
+    routes: dict[tuple[str, str], Handler] = {
+        ("GET", "/v1/readings"): readings,
+        ("GET", "/healthz"): healthz,
+    }
 
     if sim is not None:
         shelly = sim
