@@ -82,9 +82,11 @@ def step_signal(seed: int = 1) -> tuple[np.ndarray, list[int]]:
         noise = float(rng.choice([2.0, 2.0, 4.0, 8.0]))
         parts.append(level + rng.normal(0.0, noise, length))
         n += length
-        starts.append(n)
-        level = max(level + float(rng.choice([-1, 1])) * float(rng.uniform(30, 3000)), 50.0)
-    return np.concatenate(parts), starts[:-1]
+        new = max(level + float(rng.choice([-1, 1])) * float(rng.uniform(30, 3000)), 50.0)
+        if abs(new - level) >= 30.0:  # clipped at 50 W, some "steps" are none
+            starts.append(n)
+        level = new
+    return np.concatenate(parts), [s for s in starts if s < n]
 
 
 # -- exact, untruncated BOCPD (NumPy, libm log/exp), with our decision rule --------------------
