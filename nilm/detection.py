@@ -179,7 +179,8 @@ class HomeEventDetector:
             p_after_w=p_after,
             delta_p_a_w=dp_a,
             delta_p_b_w=dp_b,
-            voltage_v=float(np.nansum(volts)) if legs == "ab" else float(volts[0]),
+            # leg to leg for a 240 V switch; NaN where the source measures no voltage (REDD)
+            voltage_v=float(np.sum(volts)),
             inrush_peak_w=max(peak - p_after, 0.0) if dp > 0 and math.isfinite(peak) else 0.0,
             ramp_s=ramp_s,
             settle_slope_w_per_s=float(sum(s.settle_slope_w_per_s for s in by_leg.values())),
