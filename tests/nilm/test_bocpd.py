@@ -147,3 +147,23 @@ def test_rejects_bad_settings():
         BocpdPrior(noise_w=0.0)
     with pytest.raises(ValueError, match="shaped"):
         BOCPD(channels=2).update(np.zeros((3, 4)))
+
+
+def test_plain_python_path_matches_compiled():
+    # without numba (the Pi agent installs none) the same code runs uncompiled
+    from nilm import bocpd
+
+    if not bocpd.HAVE_NUMBA:
+        pytest.skip("numba is not installed: only the plain path exists")
+    rng = np.random.default_rng(12)
+    x = np.concatenate([100 + rng.normal(0, 2, 60), 400 + rng.normal(0, 2, 60)])[None, :]
+    compiled = BOCPD(channels=1, max_run=20)
+    found = compiled.update(x)[0].tolist()
+    plain = BOCPD(channels=1, max_run=20)
+    original = bocpd._run_channel
+    try:
+        bocpd._run_channel = original.py_func  # type: ignore[attr-defined]
+        assert plain.update(x)[0].tolist() == found == [60]
+    finally:
+        bocpd._run_channel = original
+    np.testing.assert_allclose(plain.lp, compiled.lp, atol=1e-9)
