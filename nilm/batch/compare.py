@@ -219,6 +219,7 @@ def compare(
     seed: int = 0,
     clock: Callable[[], float] | None = None,
     late_from_us: int | None = None,
+    fixed: Mapping[str, Sequence[str | None]] | None = None,
 ) -> list[ModelResult]:
     """Every model's figures over the stream (see the module docstring).
 
@@ -241,6 +242,9 @@ def compare(
         Seconds from an arbitrary origin (`time.perf_counter`); None reports NaN times.
     late_from_us
         Start of the late span (µs since the epoch); None: the second half of the stream.
+    fixed
+        Answers already given, by name, one per event in `events` order (what the flow's
+        online learner said when each event arrived), scored the same way.
     """
     n = len(events)
     if not (len(samples) == len(feature_dicts) == len(truth) == n):
@@ -325,6 +329,14 @@ def compare(
         results.append(ModelResult(
             name, macro, per_device, late_macro, len(scored), learned, learned, learn_s,
             learn_s / max(learned, 1), 1e6 * predict_s / max(n, 1),
+        ))
+    for name, answers in (fixed or {}).items():
+        if len(answers) != n:
+            raise ValueError(f"{name}: {len(answers)} answers for {n} events")
+        macro, per_device, late_macro = score([answers[i] for i in order])
+        nan = float("nan")
+        results.append(ModelResult(
+            name, macro, per_device, late_macro, len(scored), 0, len(confs), nan, nan, nan,
         ))
     return results
 
