@@ -1,7 +1,8 @@
 """Unknown-device candidates: online clustering of the events that no confirmed device explains.
 
 River's `DBSTREAM` groups novel events (in the weighted feature space of
-`nilm.classification.weighted`, where the noise between events of one device is about 0.3-0.5).
+`nilm.classification.weighted`, where the noise between events of one device is about 0.3-0.5,
+keeping the features that on and off events of one device share).
 Its macro-cluster numbers are renumbered whenever it re-clusters, so `UnknownClusters` keeps its
 own registry of candidates with stable ids: each DBSTREAM cluster centre is matched to the nearest
 registered candidate within `match_radius`, or starts a new one whose id is derived from the home
@@ -23,7 +24,7 @@ from river import cluster
 from nilm.classification import weighted
 from nilm.records import Event
 
-__all__ = ["UnknownCluster", "UnknownClusters"]
+__all__ = ["CLUSTER_FEATURES", "UnknownCluster", "UnknownClusters"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,11 @@ class UnknownCluster:
             "last_seen": self.last_seen,
             "name": self.name,
         }
+
+
+# What a device looks like whichever way it switches: its on and off events share these, so both
+# land in one candidate (inrush, ramp, run length and the direction itself are left out).
+CLUSTER_FEATURES = ("log_p", "q_ratio", "pf_step", "leg_a", "leg_b", "leg_ab")
 
 
 def _distance(a: dict[str, float], b: dict[str, float]) -> float:
@@ -141,7 +147,7 @@ class UnknownClusters:
 
     def learn_one(self, x: dict[str, float], event: Event) -> UnknownCluster:
         """Add a novel event; returns its candidate (created if none is near)."""
-        wx = weighted(x)
+        wx = {k: v for k, v in weighted(x).items() if k in CLUSTER_FEATURES}
         self.stream.learn_one(wx)
         index = self.stream.predict_one(wx)
         centre = self.stream.centers.get(index) if self.stream.n_clusters else None

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Metric name -> (unit, what it is, relative change that raises an alert).
 METRICS: dict[str, tuple[str, str, float]] = {
-    "delta_p_w": ("W", "power when switched on", 0.04),
+    "delta_p_w": ("W", "power when switched on", 0.02),
     "inrush_peak_w": ("W", "inrush peak", 0.15),
     "run_duration_s": ("s", "run time", 0.05),
     "run_energy_wh": ("Wh", "energy per run", 0.05),
@@ -94,6 +94,9 @@ class MetricWatch:
         How many recent samples are kept to date and size a change.
     delta
         ADWIN's confidence (smaller is stricter).
+    ph_allowance, ph_threshold
+        PageHinkley's drift allowance and threshold, in standard deviations of the baseline
+        samples (so in watts for power, seconds for run time).
 
     Examples
     --------
@@ -114,6 +117,8 @@ class MetricWatch:
         min_samples: int = 30,
         history: int = 1000,
         delta: float = 0.002,
+        ph_allowance: float = 0.5,
+        ph_threshold: float = 8.0,
     ) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
@@ -124,6 +129,8 @@ class MetricWatch:
         self.min_samples = min_samples
         self.history = history
         self.delta = delta
+        self.ph_allowance = ph_allowance
+        self.ph_threshold = ph_threshold
         self.values: deque[tuple[datetime, float]] = deque(maxlen=history)
         self.baseline: float | None = None
         self.n = 0
@@ -133,15 +140,23 @@ class MetricWatch:
             self._detector = drift.ADWIN(delta=delta, clock=4)  # type: ignore[no-untyped-call]
 
     def clone(self) -> MetricWatch:
-        return MetricWatch(self.metric, self.detector, self.min_samples, self.history, self.delta)
+        return MetricWatch(
+            self.metric, self.detector, self.min_samples, self.history, self.delta,
+            self.ph_allowance, self.ph_threshold,
+        )  # fmt: skip
 
     def _page_hinkley(self) -> Any:
-        # Thresholds in the metric's own units: a fraction of its baseline level.
-        level = abs(self.baseline or 1.0)
+        # Page's CUSUM in the metric's own units (watts, seconds): allowance and threshold are
+        # multiples of the spread of the baseline samples, as for a standardised CUSUM.
+        values = [v for _, v in self.values]
+        mean = sum(values) / len(values)
+        spread = math.sqrt(sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1))
+        spread = max(spread, 0.005 * abs(mean), 1e-9)
         return drift.PageHinkley(
             min_instances=self.min_samples,
-            delta=0.01 * level,
-            threshold=0.5 * level,
+            delta=self.ph_allowance * spread,
+            threshold=self.ph_threshold * spread,
+            alpha=1.0,
         )
 
     def update(self, ts: datetime, value: float) -> tuple[float, float, datetime] | None:
