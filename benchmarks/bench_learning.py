@@ -107,7 +107,8 @@ def main() -> None:
     sel = r["_learner"].classifier
     print(f"\nflow pipeline (prequential selection among {', '.join(DEFAULT_MODELS)}): "
           f"macro-F1 {r['classification']['macro_f1']:.4f}, selected {sel.best}, "
-          f"on labels {({k: round(v, 3) for k, v in sel.report().items()})}, {t:.1f} s")  # fmt: skip
+          f"on labels {({k: round(v, 3) for k, v in sel.report().items()})}, "
+          f"{t:.1f} s")  # fmt: skip
     print("per device:", r["classification"]["per_device"])
     print(f"events: {r['events']}; labels spent: {r['labels']}")
 
@@ -120,8 +121,8 @@ def main() -> None:
     print(f"ROC AUC held-out vs known: {nov['roc_auc']}")
     clusters = r["_learner"].clusters.registry.values()
     big = sorted(clusters, key=lambda c: -c.n_events)[:3]
-    print("largest unknown-device clusters:",
-          [(c.cluster_id, c.n_events, round(c.typical_delta_p_w), c.legs) for c in big])  # fmt: skip
+    shown = [(c.cluster_id, c.n_events, round(c.typical_delta_p_w), c.legs) for c in big]
+    print("largest unknown-device clusters (id, events, |step| W, legs):", shown)
 
     # 3. health
     print("\n## health (fridge power and run time +25 % from day", week2, ")")
