@@ -112,6 +112,10 @@ class ServedModel:
         self.calls = 0
         self.reload()
 
+    def clone(self) -> ServedModel:
+        """A new server of the same file (it loads the file as it is now)."""
+        return ServedModel(self.path, self.check_every)
+
     @property
     def classes(self) -> set[str]:
         return set(self.model.classes_) if self.model is not None else set()

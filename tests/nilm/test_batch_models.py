@@ -339,3 +339,58 @@ def test_importing_the_core_and_the_batch_package_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+# -- nilm eval's batch section ---------------------------------------------------------------
+
+
+def test_batch_specs_expand_kinds_and_refuse_unknown_names():
+    from flows.batch_eval import batch_specs, is_batch_model
+
+    assert [s.name for s in batch_specs(["lstm", "lstm:focal"])] == [
+        "lstm/none", "lstm/smote", "lstm/class_weight", "lstm/focal"]
+    assert not is_batch_model("river")
+    with pytest.raises(ValueError, match="no imbalance option"):
+        batch_specs(["xgboost:focal"])
+
+
+def test_eval_section_scores_batch_models_on_the_online_runs_events_and_labels():
+    from flows.batch_eval import (
+        batch_models_section,
+        event_windows,
+        labelled_stream,
+        run_batch_models,
+    )
+    from nilm.detection import HomeEventDetector
+    from nilm.simulator import HouseholdSimulator, SimulatorConfig
+
+    batches, truth = [], []
+    for batch, t in HouseholdSimulator(SimulatorConfig(seed=3)).iter_batches(0.5, batch_s=1800):
+        batches.append(batch)
+        truth += t
+    detector = HomeEventDetector("home")
+    events = [e for b in batches for e in detector.update(b)] + detector.flush()
+    stream = labelled_stream(events, truth, label_budget=5)
+    assert stream.confirmations, "the simulated user confirmed nothing"
+    confirmed = {c.event_id for c in stream.confirmations}
+    # Every confirmation is of an event that happened before it was given.
+    when = {e.event_id: e.ts for e in stream.events}
+    assert all(c.available_us >= int(when[c.event_id].timestamp() * 1e6)
+               for c in stream.confirmations)
+    windows = event_windows(batches, stream.events)
+    assert {w.event_id for w in windows} == {e.event_id for e in stream.events}
+    # Scored as nilm.evaluation scores: the online answers give its macro-F1 back.
+    (river, _) = run_batch_models(stream, windows, [])
+    assert river.name == "river"
+    assert river.macro_f1 == pytest.approx(stream.online_result["classification"]["macro_f1"],
+                                           abs=1e-4)
+
+    section, table = batch_models_section(batches, events, truth, 5, ["river", "xgboost:smote"],
+                                          retrain_every_s=1800)
+    assert list(section) == ["xgboost:smote"]
+    figures = section["xgboost:smote"]
+    online = stream.online_result["classification"]
+    assert figures["scored"] == online["n_scored"]  # the same events as the online figures
+    assert figures["labels_used"] <= len(confirmed)
+    assert 0.0 <= figures["macro_f1"] <= 1.0 and figures["per_device"]
+    assert "xgboost/smote" in table and "river" in table
