@@ -57,7 +57,7 @@ class DashboardApp:
             sizing_mode="stretch_width",
         )
         self.selection.param.watch(self._go_to_page, "page")
-        self.tabs.param.watch(lambda e: self.refresh(), "active")
+        self.tabs.param.watch(self._page_opened, "active")
         title = f"Home energy · {store.home_id}" + (" · read-only" if read_only else "")
         self.template = pn.template.BootstrapTemplate(
             title=title, main=[self.tabs], header_background="#1f3b73", collapsed_sidebar=True
@@ -68,6 +68,12 @@ class DashboardApp:
         if event.new in PAGES:
             self.tabs.active = PAGES.index(event.new)
         self.selection.page = ""
+
+    def _page_opened(self, event: Any) -> None:
+        if PAGES[event.new] == "Label":
+            self.queue.reload()  # the queue only moves when its page is opened, or on request
+        else:
+            self.refresh()
 
     def _labelled(self) -> None:
         self.events.refresh()

@@ -77,6 +77,15 @@ def _percent(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
     return frame
 
 
+def _blanks(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """Missing numbers as None, which the table shows as an empty cell rather than 'NaN'."""
+    for col in columns:
+        if col in frame:
+            values = frame[col].astype(object)
+            frame[col] = values.where(values.notna(), None)
+    return frame
+
+
 def _when(ts: Any) -> str:
     if ts is None or pd.isna(ts):
         return "—"
@@ -436,11 +445,13 @@ def _event_table_frame(events: pd.DataFrame, palette: DevicePalette) -> pd.DataF
     if events.empty:
         return pd.DataFrame({c: [] for c in _EVENT_TABLE_COLUMNS})
     frame = events.copy()
+    frame.loc[frame["shown_device"].isna(), "confidence"] = np.nan  # no device, no confidence
     frame["shown_device"] = frame["shown_device"].fillna(UNKNOWN)
     frame["device_html"] = _device_html(palette, frame["shown_device"])
     frame["confirmed"] = frame["confirmed_device"].notna() | frame["labelled"].fillna(False)
     frame["confirmed"] = frame["confirmed"].map({True: "✓ by you", False: ""})
     frame = _percent(_as_text_times(frame, "ts"), "confidence")
+    frame = _blanks(frame, "confidence", "novelty")
     return frame[list(_EVENT_TABLE_COLUMNS)].reset_index(drop=True)
 
 
@@ -607,6 +618,11 @@ class LabellingQueue(pn.viewable.Viewer):
         )
         self.message = _message()
         self.count = pn.pane.HTML("")
+        self.reload_button = pn.widgets.Button(
+            label="↻ Reload queue", color="light", visible=False, width=140
+        )
+        self.reload_button.on_click(lambda e: self.reload())
+        self._pending: pd.DataFrame | None = None
         self.confirm.on_click(lambda e: self.label_selected(self._predicted()))
         self.pick_button.on_click(lambda e: self.label_selected(self.pick.value))
         self.new_button.on_click(lambda e: self.label_selected(self.new_name.value))
@@ -620,7 +636,7 @@ class LabellingQueue(pn.viewable.Viewer):
                 "of <code>nilm run</code> / <code>nilm demo</code>.",
                 "warning",
             )
-        self.refresh()
+        self.reload()
 
     # -- state ----------------------------------------------------------------------------
     def selected(self) -> dict[str, Any] | None:
@@ -639,16 +655,21 @@ class LabellingQueue(pn.viewable.Viewer):
         device = None if row is None else row.get("device")
         return None if device is None or pd.isna(device) else str(device)
 
-    def refresh(self) -> None:
-        """Reload the queue, keeping the chosen event chosen if it is still there."""
-        chosen = self.selected()
+    def _queue_frame(self) -> pd.DataFrame:
         queue = self.store.labelling_queue(limit=100)
-        if len(queue):
-            queue = _percent(_as_text_times(queue, "ts"), "confidence")
-            queue["device_html"] = _device_html(self.palette, queue["device"].fillna(UNKNOWN))
-            frame = queue[list(_QUEUE_COLUMNS)].reset_index(drop=True)
-        else:
-            frame = pd.DataFrame({c: [] for c in _QUEUE_COLUMNS})
+        if not len(queue):
+            return pd.DataFrame({c: [] for c in _QUEUE_COLUMNS})
+        queue = _percent(_as_text_times(queue, "ts"), "confidence")
+        queue.loc[queue["device"].isna(), "confidence"] = np.nan  # no device, no confidence
+        queue["device_html"] = _device_html(self.palette, queue["device"].fillna(UNKNOWN))
+        queue = _blanks(queue, "confidence", "uncertainty", "novelty")
+        return queue[list(_QUEUE_COLUMNS)].reset_index(drop=True)
+
+    def reload(self) -> None:
+        """Load the queue afresh, keeping the chosen event chosen if it is still there."""
+        chosen = self.selected()
+        frame = self._queue_frame()
+        self._pending = frame
         if not frame.equals(self.table.value):
             self.table.value = frame
             index = 0
@@ -659,12 +680,33 @@ class LabellingQueue(pn.viewable.Viewer):
         names = self.store.device_names()
         if names != self.pick.options:
             self.pick.options = names
+        self.reload_button.visible = False
         self.count.object = (
-            f"{len(queue):,} events wait for a label, the least certain first."
-            if len(queue)
+            f"{len(frame):,} events wait for a label, the least certain first."
+            if len(frame)
             else "Nothing to label: every event has been confirmed, or none has been found yet."
         )
         self._show_selected()
+
+    def refresh(self) -> None:
+        """Note what changed since the queue was loaded, without moving rows under the cursor.
+
+        The table reloads when the page is opened, after each label and on "Reload queue".
+        """
+        shown = self.table.value
+        if shown is None or shown.empty:
+            self.reload()
+            return
+        frame = self._queue_frame()
+        if frame.equals(self._pending):
+            return
+        self._pending = frame
+        fresh = len(set(frame["event_id"]) - set(shown["event_id"]))
+        self.reload_button.visible = True
+        self.count.object = (
+            f"{len(shown):,} events wait for a label, the least certain first · "
+            f"<b>{fresh} new</b> and updated predictions since this list was loaded."
+        )
 
     def _show_selected(self) -> None:
         row = self.selected()
@@ -752,7 +794,7 @@ class LabellingQueue(pn.viewable.Viewer):
         except ValueError as err:
             _say(self.message, html.escape(str(err)), "danger")
             self.store.invalidate()  # the queue may be stale (an event that has gone)
-            self.refresh()
+            self.reload()
             return []
         clean = self.store.labels(limit=1)["device"].iloc[0]
         _say(
@@ -763,7 +805,7 @@ class LabellingQueue(pn.viewable.Viewer):
         )
         self.new_name.value = ""
         self.table.selection = []
-        self.refresh()
+        self.reload()
         if self.on_label is not None:
             self.on_label()
         return ids
@@ -776,8 +818,8 @@ class LabellingQueue(pn.viewable.Viewer):
             pn.Column(pn.Spacer(height=18), self.whole_cluster),
         )
         return pn.Column(
-            self.count, self.table, self.detail, self.snippet, actions, self.message,
-            sizing_mode="stretch_width", name="Label",
+            pn.Row(self.count, self.reload_button), self.table, self.detail, self.snippet,
+            actions, self.message, sizing_mode="stretch_width", name="Label",
         )  # fmt: skip
 
 

@@ -229,3 +229,22 @@ def test_whole_app_on_the_sample_switches_to_the_chart_when_an_event_is_chosen(
     app.events._clicked(SimpleNamespace(row=0, column="ts"))
     assert app.tabs.active == PAGES.index("Live")
     assert not app.live.live.value
+
+
+def test_queue_does_not_move_under_the_cursor_until_reloaded(fresh_store: DataStore) -> None:
+    queue = LabellingQueue(fresh_store)
+    shown = queue.table.value.copy()
+    queue.table.selection = [2]
+    fresh_store.connection.execute(
+        "INSERT INTO events (event_id, home_id, ts, legs, delta_p_w, uncertainty) "
+        "SELECT 'newest', 'home', max(ts), 'a', 500, 2.0 FROM events"
+    )
+    fresh_store.invalidate()
+    queue.refresh()
+    assert queue.table.value.equals(shown) and queue.table.selection == [2]
+    assert queue.reload_button.visible and "1 new" in queue.count.object
+    chosen = shown.iloc[2]["event_id"]
+    queue.reload_button.clicks += 1
+    assert queue.table.value.iloc[0]["event_id"] == "newest"
+    assert queue.selected()["event_id"] == chosen  # type: ignore[index]
+    assert not queue.reload_button.visible
