@@ -95,8 +95,13 @@ class SegmentationConfig:
 
 
 def _median(x: FloatArray) -> float:
-    x = x[np.isfinite(x)]
-    return float(np.median(x)) if x.size else math.nan
+    """Median of the finite values (NaN if none); plain Python, as windows are a few samples."""
+    vals = sorted(v for v in x.tolist() if math.isfinite(v))
+    n = len(vals)
+    if not n:
+        return math.nan
+    half = n // 2
+    return float(vals[half]) if n % 2 else 0.5 * (vals[half - 1] + vals[half])
 
 
 class SampleBuffer:
