@@ -146,8 +146,14 @@ def run_demo(
     speed: float = 60.0,
     seed: int = 1,
     serve: bool = True,
+    confirm_per_device: int = 3,
 ) -> int:
-    """Simulator → flow → DuckDB → dashboard, in one process, until Ctrl-C or `days`."""
+    """Simulator → flow → DuckDB → dashboard, in one process, until Ctrl-C or `days`.
+
+    After the history, a simulated user confirms `confirm_per_device` events of each device.
+    """
+    from flows.demo import DemoUser
+
     con = open_database(settings.db_path)
     dashboard = _start_dashboard(con, settings) if serve else None
     url = getattr(dashboard, "url", None)
@@ -164,12 +170,18 @@ def run_demo(
         backfill_days=backfill_days,
         speed=speed,
     )
+    user = DemoUser(con, simulator, confirm_per_device)
+    if confirm_per_device > 0:
+        user.start()
     try:
         with StopOnSignal() as stop:
             source = StoppableSource(simulator, stop)
             labels = LabelSource(con, settings.label_poll_s, lambda: simulator.done or stop())
             _run_flow(settings, get_flow(settings, source, DuckDBSink(con), labels), None)
     finally:
+        user.stop()
+        if user.is_alive():
+            user.join()
         _print_totals(con)
         if dashboard is not None:
             dashboard.stop()

@@ -64,6 +64,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         speed=args.speed,
         seed=args.seed,
         serve=not args.no_dashboard,
+        confirm_per_device=args.confirm_per_device,
     )
 
 
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--days", type=float, default=None, help="stop after this many days")
     p.add_argument("--no-dashboard", action="store_true")
+    p.add_argument("--confirm-per-device", type=int, default=3,
+                   help="events of each device a simulated user confirms after the history")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="the long-lived flow on the Pi agent's readings")

@@ -276,6 +276,7 @@ class _SimulatorPartition(StatefulSourcePartition[SourceItem, int]):
         seq = self.day_batch.seq
         part = self.day_batch[(seq >= self.position_s) & (seq < target)]
         self.position_s = target
+        src.position_s = target
         return [(src.config.home_id, ReadingChunk("simulator", part))] if len(part) else []
 
     def next_awake(self) -> datetime | None:
@@ -310,6 +311,9 @@ class SimulatorSource(FixedPartitionedSource[SourceItem, int]):
         self.backfill_days = backfill_days
         self.speed = speed
         self.batch_s = batch_s
+        # Simulated seconds handed to the flow so far, and whether the last has been: for
+        # whoever runs beside the flow (the demo's simulated user).
+        self.position_s = 0
         self.done = False
 
     def list_parts(self) -> list[str]:

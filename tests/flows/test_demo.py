@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from flows.cli import main
+from flows.demo import pick_confirmations
+from nilm.records import TruthEvent
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def test_first_events_of_each_device_are_picked_within_two_seconds() -> None:
+    truth = [
+        TruthEvent(T0 + timedelta(minutes=m), device, "a", "on", 100.0)
+        for m, device in [(1, "fridge"), (5, "tv"), (9, "fridge"), (20, "fridge")]
+    ]
+    stored = [
+        ("e1", T0 + timedelta(minutes=1, seconds=1), "a", 98.0),
+        ("e2", T0 + timedelta(minutes=5, seconds=5), "a", 99.0),  # 5 s off: not the tv
+        ("e3", T0 + timedelta(minutes=9), "a", 101.0),
+        ("e4", T0 + timedelta(minutes=20), "a", 100.0),
+    ]
+    assert pick_confirmations(stored, truth, per_device=2) == [("e1", "fridge"), ("e3", "fridge")]
+
+
+def test_demo_user_confirms_and_the_flow_then_recognises(tmp_path: Path) -> None:
+    db = tmp_path / "demo.duckdb"
+    code = main(["demo", "--db", str(db), "--days", "1.2", "--backfill-days", "1",
+                 "--speed", "1500", "--no-dashboard", "--confirm-per-device", "2"])  # fmt: skip
+    assert code == 0
+    con = duckdb.connect(str(db), read_only=True)
+    labels = con.execute("SELECT count(*), count(DISTINCT device) FROM labels").fetchone()
+    assert labels is not None and labels[0] == 2 * labels[1] and labels[1] >= 5
+    (recognised,) = con.execute(
+        "SELECT count(*) FROM events WHERE NOT labelled AND device IS NOT NULL "
+        "AND ts > (SELECT max(e.ts) FROM events e JOIN labels USING (event_id))"
+    ).fetchone()
+    assert recognised > 0
