@@ -145,7 +145,7 @@ def peer_fast_bocpd(x: np.ndarray, speed_only: bool) -> dict[str, object]:
     return out
 
 
-def peer_bayesian_changepoint(x: np.ndarray) -> dict[str, object]:
+def peer_bayesian_changepoint(x: np.ndarray, defaults: bool = False) -> dict[str, object]:
     from functools import partial
 
     import torch
@@ -156,11 +156,16 @@ def peer_bayesian_changepoint(x: np.ndarray) -> dict[str, object]:
     )
 
     torch.set_num_threads(1)
-    det = OnlineChangepointDetector(
-        partial(constant_hazard, 1.0 / HAZARD),
-        StudentT(alpha=PRIOR.alpha0, beta=PRIOR.beta0, kappa=PRIOR.kappa0, mu=PRIOR.mu0),
-        max_run_length=R,
-    )
+    if defaults:  # as its docstring shows: StudentT() and a hazard of 1/250
+        det = OnlineChangepointDetector(
+            partial(constant_hazard, 250), StudentT(), max_run_length=R
+        )
+    else:
+        det = OnlineChangepointDetector(
+            partial(constant_hazard, 1.0 / HAZARD),
+            StudentT(alpha=PRIOR.alpha0, beta=PRIOR.beta0, kappa=PRIOR.kappa0, mu=PRIOR.mu0),
+            max_run_length=R,
+        )
     ours = ShortMassRule()
     lag_rule = 0  # their documented rule: P(run length = 10) > 0.5
 
@@ -327,6 +332,9 @@ def main() -> None:
     bc = peer_bayesian_changepoint(flat)
     print(f"  {'bayesian-changepoint (P(r=10) > 0.5)':<40}{bc['own_rule']:>9}{bc['our_rule']:>11}"
           f"{bc['map_drops']:>9}")  # fmt: skip
+    bd = peer_bayesian_changepoint(flat, defaults=True)
+    label = "  the same with its documented defaults"
+    print(f"  {label:<40}{bd['own_rule']:>9}{bd['our_rule']:>11}{bd['map_drops']:>9}")
     label = f"bocd (unbounded; first {n_slow:,} samples)"
     print(f"  {label:<40}{'':>9}{bo['our_rule']:>11}{bo['map_drops']:>9}")
 
