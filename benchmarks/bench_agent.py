@@ -125,7 +125,7 @@ def main() -> None:
             health = get(f"http://127.0.0.1:{port}/healthz")
             stop.set()
         finally:
-            for p in procs:
+            for p in reversed(procs):  # the measured agent first, then its meter
                 p.terminate()
                 p.wait(10)
 

@@ -134,7 +134,10 @@ class _Fetcher(threading.Thread):
         caught_up = False
         last_error = ""
         while not self.stop.is_set():
-            wait = LONG_POLL_S if caught_up else 0.0
+            # Long polls end early on new readings; their length only sets how often an idle
+            # source re-asks, so tie it to the poll interval (10 s at the default 1 s).
+            long_poll = min(LONG_POLL_S, max(1.0, 10 * self.settings.poll_interval_s))
+            wait = long_poll if caught_up else 0.0
             try:
                 page = self.client.readings(self.cursor, self.settings.batch_limit, wait)
             except AgentError as err:

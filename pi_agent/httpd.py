@@ -149,6 +149,8 @@ class HttpServer:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return
+        except asyncio.CancelledError:
+            return  # the server is stopping: end this connection quietly
         finally:
             self._connections.discard(task)
             writer.close()
