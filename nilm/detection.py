@@ -3,8 +3,10 @@
 `HomeEventDetector` is what the dataflow keeps in its state for each home. It runs a change-point
 detector on the active power of both legs (BOCPD by default; CUSUM and a derivative threshold for
 comparison), turns change points into steps of steady power (`nilm.segmentation`), pairs steps of
-both legs into 'ab' switches, and emits each switch once, when no later reading can change it.
-Events do not depend on how the readings are cut into batches, and the whole state pickles.
+both legs into 'ab' switches, and emits each switch once, when no later reading can change it:
+about `SegmentationConfig.max_ramp_s` (20 s) plus the detector's lag (8 samples) after the step
+begins. Events do not depend on how the readings are cut into batches, and the whole state
+pickles (about 17 kB a home).
 """
 
 from __future__ import annotations
