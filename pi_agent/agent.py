@@ -87,7 +87,9 @@ class Agent:
             self.transport,
             self._on_reading,
             self.clock,
-            timeout_s=max(config.request_timeout_s, self.clock.period_s),
+            # A little longer than the transport's own timeout, which fires first and lets the
+            # transport reset its link (BLE drops a connection whose call hung).
+            timeout_s=max(config.request_timeout_s + 1.0, self.clock.period_s),
         )
         self.started_monotonic = time.monotonic()
         self.started_cpu = time.process_time()
@@ -109,6 +111,7 @@ class Agent:
             name=c.ble_name or None,
             adapter=c.ble_adapter or None,
             connect_timeout_s=c.ble_connect_timeout_s,
+            call_timeout_s=c.request_timeout_s,
         )
 
     def retention_now_us(self) -> int:

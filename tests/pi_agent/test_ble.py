@@ -7,11 +7,14 @@ import json
 import math
 import random
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nilm.records import READING_COLUMNS
 from nilm.simulator import SimulatorConfig
+from pi_agent.agent import Agent
 from pi_agent.ble import (
     DATA_UUID,
     RX_CTL_UUID,
@@ -20,7 +23,9 @@ from pi_agent.ble import (
     RpcDisabledError,
     ShellyBleRpc,
 )
+from pi_agent.config import AgentConfig
 from pi_agent.sim import SimShelly
+from pi_agent.spool import Spool
 from pi_agent.transports import TransportError
 from tests.pi_agent.fake_gatt import LEN, FakeBleakClient, FakeWorld
 
@@ -263,3 +268,41 @@ def test_gatt_operations_never_overlap(shelly: SimShelly) -> None:
     assert results == [shelly.status_at(AT)] * 5
     assert world.max_in_flight == 1
     assert world.connects == 1  # one connection held for all calls
+
+
+def test_agent_polls_through_a_dropped_link_and_keeps_its_beat(
+    shelly: SimShelly, tmp_path: Path
+) -> None:
+    world = world_for(shelly, 23, rx_delay_reads=1, empty_data_reads=1)
+    world.drop_after_data_reads = 100  # the link dies mid-response in about the 4th poll
+    t = BleTransport(
+        address="AA:BB:CC:DD:EE:FF",
+        client_factory=lambda device, cb: FakeBleakClient(world, device, cb),
+        find_device=lambda: asyncio.sleep(0, result="AA:BB:CC:DD:EE:FF"),
+        poll_s=0.0,
+    )
+    config = AgentConfig(
+        transport="ble", ble_address="AA:BB:CC:DD:EE:FF", port=0,
+        spool=str(tmp_path / "ble.db"), interval_s=0.02, commit_interval_s=0.05,
+    )  # fmt: skip
+    agent = Agent(config, "token", transport=t)
+
+    async def go() -> None:
+        ready = asyncio.Event()
+        task = asyncio.create_task(agent.run(ready))
+        await ready.wait()
+        while agent.spool.last_seq < 20:
+            await agent.commits.wait(5.0)
+        agent.stop()
+        await task
+
+    asyncio.run(go())
+    again = Spool(tmp_path / "ble.db")
+    rows = again.after(0, 100)
+    again.close()
+    expected = [shelly.status_at(AT)[c] for c in READING_COLUMNS]
+    assert len(rows) >= 20 and all(list(r[2:]) == expected for r in rows)
+    stats = agent.poller.stats
+    assert world.connects == 2 and t.counters.disconnects == 1
+    assert stats.missed >= 2 and stats.gaps >= 1  # the failed call and the reconnecting poll
+    assert stats.readings == len(rows)
