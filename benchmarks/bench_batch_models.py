@@ -17,12 +17,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from flows.batch_eval import batch_specs, event_windows, labelled_stream, run_batch_models
+from flows.batch_eval import (
+    LabelledStream,
+    batch_specs,
+    event_windows,
+    labelled_stream,
+    run_batch_models,
+)
 from nilm.batch.compare import format_table
+from nilm.batch.model import EventSamples, make_model
+from nilm.batch.served import ServedModel, save_model
+from nilm.batch.windows import EventWindow, window_features
 from nilm.detection import HomeEventDetector
 from nilm.simulator import HouseholdSimulator, SimulatorConfig
 
@@ -62,6 +73,38 @@ def main() -> None:
               f"held out: {stream.online_result['novelty']['holdout']}, "
               f"retrain every {args.retrain_hours:g} h ({time.perf_counter() - t1:.0f} s)")
         print(format_table(results))
+        serving(stream, windows)
+
+
+def serving(stream: LabelledStream, windows: list[EventWindow], n: int = 300) -> None:
+    """Per-event latency of each kind served from a file over the online feature dict."""
+    by_id = {w.event_id: w for w in windows}
+    names = sorted({k for x in stream.features for k in x})
+    rows = {e.event_id: i for i, e in enumerate(stream.events)}
+    confs = [c for c in stream.confirmations if c.event_id in rows]
+    samples = EventSamples.from_dicts(
+        [stream.features[rows[c.event_id]] for c in confs],
+        [by_id[c.event_id].values for c in confs], names,
+    )
+    queries = [stream.features[i] | window_features(by_id[e.event_id])
+               for i, e in enumerate(stream.events[:n])]
+    cells = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("xgboost", "cnn", "lstm"):
+            path = save_model(make_model(kind).fit(samples, [c.device for c in confs]),
+                              Path(tmp) / f"{kind}.model")
+            served = ServedModel(path)
+            t0 = time.perf_counter()
+            for x in queries:
+                served.predict_proba_one(x)
+            per_event = (time.perf_counter() - t0) / len(queries) * 1e6
+            t0 = time.perf_counter()
+            served.stamp = None
+            served.reload()
+            reload_ms = (time.perf_counter() - t0) * 1e3
+            cells.append(f"{kind} {per_event:.0f} µs/event (reload {reload_ms:.1f} ms, "
+                         f"{path.stat().st_size / 1024:.0f} KiB)")
+    print("served from a file, one event at a time: " + "; ".join(cells))
 
 
 if __name__ == "__main__":
