@@ -63,6 +63,15 @@ def agent(port: int, spool: Path, *args: str) -> subprocess.Popen:
     return proc
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak RSS (VmHWM) in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def proc_sample(pid: int) -> tuple[float, float]:
     """(RSS in MB, CPU seconds used so far) of process `pid`."""
     rss_kb = 0
@@ -122,6 +131,7 @@ def main() -> None:
                 rss.append(proc_sample(measured.pid)[0])
             elapsed = time.monotonic() - t0
             _, cpu1 = proc_sample(measured.pid)
+            peak = peak_rss_mb(measured.pid)
             health = get(f"http://127.0.0.1:{port}/healthz")
             stop.set()
         finally:
@@ -137,6 +147,7 @@ def main() -> None:
         "rss_mb_max": round(max(rss), 1),
         "rss_mb_mean": round(sum(rss) / len(rss), 1),
         "rss_mb_last": round(rss[-1], 1),
+        "rss_mb_peak_ever": round(peak, 1),
         "cpu_pct_of_one_core": round(cpu_pct, 2),
         "readings": poller["readings"],
         "missed": poller["missed"],
