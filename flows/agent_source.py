@@ -120,7 +120,9 @@ class AgentClient:
 class _Fetcher(threading.Thread):
     """Pulls pages after `cursor` into `pages`, forever, until `stop` is set."""
 
-    def __init__(self, settings: AgentSettings, cursor: int, pages: queue.Queue[list[Any]]) -> None:
+    def __init__(
+        self, settings: AgentSettings, cursor: int, pages: queue.Queue[list[Any] | None]
+    ) -> None:
         super().__init__(name="agent-fetcher", daemon=True)
         self.settings = settings
         self.cursor = cursor
@@ -151,6 +153,17 @@ class _Fetcher(threading.Thread):
                 log.info("agent at %s reachable again", self.settings.url)
                 last_error, backoff = "", 0.0
             rows = page.get("readings", [])
+            head = page.get("last_seq")
+            if head is not None and int(head) < self.cursor:
+                log.error(
+                    "the agent's newest reading is seq %d but this flow has read up to %d: the "
+                    "agent's spool was replaced (a new SD card?); reading it again from the start "
+                    "(readings are keyed by time, so none is stored twice)",
+                    int(head), self.cursor,
+                )  # fmt: skip
+                self.cursor = 0
+                self._put(None)
+                continue
             first = page.get("first_seq")
             if rows and first is not None and int(rows[0]["seq"]) > self.cursor + 1:
                 log.warning(
@@ -160,13 +173,16 @@ class _Fetcher(threading.Thread):
             caught_up = len(rows) < self.settings.batch_limit
             if rows:
                 self.cursor = int(rows[-1]["seq"])
-                while not self.stop.is_set():
-                    try:
-                        self.pages.put(rows, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
+                self._put(rows)
         self.client.close()
+
+    def _put(self, page: list[Any] | None) -> None:
+        while not self.stop.is_set():
+            try:
+                self.pages.put(page, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
 
 class _AgentPartition(StatefulSourcePartition[SourceItem, int]):
@@ -177,7 +193,8 @@ class _AgentPartition(StatefulSourcePartition[SourceItem, int]):
         self.home_id = home_id
         self.until_seq = until_seq
         self.last_seq = resume_seq
-        self.pages: queue.Queue[list[Any]] = queue.Queue(maxsize=QUEUE_PAGES)
+        # Pages of rows; None says the agent's numbering restarted (its spool was replaced).
+        self.pages: queue.Queue[list[Any] | None] = queue.Queue(maxsize=QUEUE_PAGES)
         self.fetcher = _Fetcher(settings, resume_seq, self.pages)
         self.fetcher.start()
         log.info("agent source for %r resumes after seq %d", home_id, resume_seq)
@@ -185,18 +202,30 @@ class _AgentPartition(StatefulSourcePartition[SourceItem, int]):
     def next_batch(self) -> list[SourceItem]:
         if self.until_seq is not None and self.last_seq >= self.until_seq:
             raise StopIteration
+        items: list[SourceItem] = []
         rows: list[dict[str, Any]] = []
-        while len(rows) < 4 * self.settings.batch_limit:
+        taken = 0
+        while taken < 4 * self.settings.batch_limit:
             try:
                 page = self.pages.get_nowait()
             except queue.Empty:
                 break
-            rows.extend(r for r in page if int(r.get("seq", -1)) > self.last_seq)
-        if self.until_seq is not None:
-            rows = [r for r in rows if int(r["seq"]) <= self.until_seq]
+            if page is None:  # the agent's numbering restarted: hand on what came before
+                items += self._chunk(rows)
+                rows, self.last_seq = [], 0
+                continue
+            fresh = [r for r in page if int(r.get("seq", -1)) > self.last_seq]
+            if self.until_seq is not None:
+                fresh = [r for r in fresh if int(r["seq"]) <= self.until_seq]
+            if fresh:
+                rows += fresh
+                taken += len(fresh)
+                self.last_seq = int(fresh[-1]["seq"])
+        return items + self._chunk(rows)
+
+    def _chunk(self, rows: list[dict[str, Any]]) -> list[SourceItem]:
         if not rows:
             return []
-        self.last_seq = int(rows[-1]["seq"])
         batch, rejections = parse_logger_rows(rows, self.home_id, source="agent")
         return [(self.home_id, ReadingChunk("agent", batch, tuple(rejections)))]
 

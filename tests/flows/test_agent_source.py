@@ -163,3 +163,30 @@ def test_a_wrong_token_is_reported_not_fatal(agent: int, caplog: pytest.LogCaptu
 def test_a_bad_url_fails_at_construction() -> None:
     with pytest.raises(ValueError, match="http://HOST:PORT"):
         AgentSource(AgentSettings(url="127.0.0.1:8765"), "home")
+
+
+def test_a_replaced_spool_is_read_again_from_the_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    caplog.set_level(logging.ERROR, "flows.agent_source")
+    source = AgentSource(settings(port), "home")
+    # This flow had read up to seq 500 from an earlier spool; the Pi now has a fresh one.
+    part = source.build_part("in", source.list_parts()[0], 500)
+    proc = start_agent(
+        tmp_path / "fresh.db", port, tmp_path / "fresh.log", "--speed", "1000",
+        "--duration", "30", "--commit-interval", "0.05",
+    )  # fmt: skip
+    try:
+        got: list[int] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 30 and time.monotonic() < deadline:
+            for _, chunk in part.next_batch():
+                got += chunk.batch.seq.tolist()
+            time.sleep(0.01)
+    finally:
+        part.close()
+        proc.kill()
+        proc.wait()
+    assert got == list(range(1, 31)) and part.snapshot() == 30
+    assert any("spool was replaced" in r.getMessage() for r in caplog.records)
