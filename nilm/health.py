@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Metric name -> (unit, what it is, relative change that raises an alert).
 METRICS: dict[str, tuple[str, str, float]] = {
-    "delta_p_w": ("W", "power when switched on", 0.02),
+    "delta_p_w": ("W", "power when switched on", 0.015),
     "inrush_peak_w": ("W", "inrush peak", 0.15),
     "run_duration_s": ("s", "run time", 0.05),
     "run_energy_wh": ("Wh", "energy per run", 0.05),
@@ -137,7 +137,7 @@ class MetricWatch:
         self._detector: Any = None
         if detector == "adwin":
             # Events are sparse (tens a day): check for a cut every few samples, not every 32.
-            self._detector = drift.ADWIN(delta=delta, clock=4)  # type: ignore[no-untyped-call]
+            self._detector = drift.ADWIN(delta=delta, clock=1)  # type: ignore[no-untyped-call]
 
     def clone(self) -> MetricWatch:
         return MetricWatch(
