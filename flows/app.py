@@ -154,38 +154,40 @@ def run_demo(
     """
     from flows.demo import DemoUser
 
-    con = open_database(settings.db_path)
-    dashboard = _start_dashboard(con, settings) if serve else None
-    url = getattr(dashboard, "url", None)
-    print(f"database   {Path(settings.db_path).resolve()}")
-    print(f"dashboard  {url or 'not served'}")
-    print(
-        f"simulating home {settings.home_id!r} (seed {seed}): {backfill_days:g} days of history, "
-        f"then live at {speed:g}x; Ctrl-C stops",
-        flush=True,
-    )
     simulator = SimulatorSource(
         SimulatorConfig(seed=seed, home_id=settings.home_id),
         days=days,
         backfill_days=backfill_days,
         speed=speed,
     )
+    con = open_database(settings.db_path)
     user = DemoUser(con, simulator, confirm_per_device)
-    if confirm_per_device > 0:
-        user.start()
-    try:
-        with StopOnSignal() as stop:
+    dashboard = None
+    # The handler is in place before the banner, so a Ctrl-C at any point after it drains.
+    with StopOnSignal() as stop:
+        try:
+            dashboard = _start_dashboard(con, settings) if serve else None
+            url = getattr(dashboard, "url", None)
+            print(f"database   {Path(settings.db_path).resolve()}")
+            print(f"dashboard  {url or 'not served'}")
+            print(
+                f"simulating home {settings.home_id!r} (seed {seed}): {backfill_days:g} days of "
+                f"history, then live at {speed:g}x; Ctrl-C stops",
+                flush=True,
+            )
+            if confirm_per_device > 0:
+                user.start()
             source = StoppableSource(simulator, stop)
             labels = LabelSource(con, settings.label_poll_s, lambda: simulator.done or stop())
             _run_flow(settings, get_flow(settings, source, DuckDBSink(con), labels), None)
-    finally:
-        user.stop()
-        if user.is_alive():
-            user.join()
-        _print_totals(con)
-        if dashboard is not None:
-            dashboard.stop()
-        con.close()
+        finally:
+            user.stop()
+            if user.is_alive():
+                user.join()
+            _print_totals(con)
+            if dashboard is not None:
+                dashboard.stop()
+            con.close()
     return 0
 
 
@@ -194,17 +196,18 @@ def run_live(settings: Settings) -> int:
     from flows.live import live_flow
 
     con = open_database(settings.db_path)
-    dashboard = _start_dashboard(con, settings)
-    print(f"database   {Path(settings.db_path).resolve()}")
-    print(f"dashboard  {getattr(dashboard, 'url', None) or 'not served'}")
-    print(f"agent      {settings.agent.url}", flush=True)
-    try:
-        with StopOnSignal() as stop:
+    dashboard = None
+    with StopOnSignal() as stop:
+        try:
+            dashboard = _start_dashboard(con, settings)
+            print(f"database   {Path(settings.db_path).resolve()}")
+            print(f"dashboard  {getattr(dashboard, 'url', None) or 'not served'}")
+            print(f"agent      {settings.agent.url}", flush=True)
             _run_flow(settings, live_flow(settings, con, stop), recovery_config(settings))
-    finally:
-        if dashboard is not None:
-            dashboard.stop()
-        con.close()
+        finally:
+            if dashboard is not None:
+                dashboard.stop()
+            con.close()
     return 0
 
 

@@ -8,8 +8,9 @@ detector, and homes spread across workers and processes by key.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import pickle
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
@@ -29,54 +30,55 @@ Validated = tuple[ReadingBatch, list[Rejection]]
 LearnerInput = tuple[str, Event | Label]
 
 
-def _validate(
-    settings: Settings,
-) -> Any:
-    limits = ValidationLimits(voltage_v=(settings.voltage_min_v, settings.voltage_max_v))
-
-    def step(
-        state: ReadingValidator | None, chunk: ReadingChunk
-    ) -> tuple[ReadingValidator, Validated]:
-        validator = state if state is not None else ReadingValidator(limits)
-        accepted, rejected = validator.validate(chunk.batch, chunk.source)
-        return validator, (accepted, [*chunk.rejections, *rejected])
-
-    return step
+S = TypeVar("S")
+V = TypeVar("V")
+W = TypeVar("W")
 
 
-class _DetectLogic(StatefulLogic[ReadingBatch, list[Event], HomeEventDetector | None]):
-    """Runs a home's detector, and flushes what it holds back when a finite input ends.
+class ObjectStep(StatefulLogic[V, W, bytes], Generic[S, V, W]):
+    """One `nilm/` object per key: built on the key's first item, snapshotted as pickle bytes.
 
-    The detector is built on the home's first batch, which names the home.
+    Bytewax's `stateful_map` deep-copies its state at every snapshot; for a home's models that
+    took about a second, pickling takes a fraction of it, and bytes cannot be torn by the
+    object changing after the snapshot was taken.
     """
 
-    def __init__(self, settings: Settings, detector: HomeEventDetector | None) -> None:
-        self.settings = settings
-        self.detector = detector
+    def __init__(
+        self,
+        resume: bytes | None,
+        build: Callable[[V], S],
+        step: Callable[[S, V], W],
+        flush: Callable[[S], W] | None = None,
+    ) -> None:
+        self.state: S | None = pickle.loads(resume) if resume is not None else None
+        self.build = build
+        self.step = step
+        self.flush = flush
 
-    def on_item(self, value: ReadingBatch) -> tuple[Iterable[list[Event]], bool]:
-        if self.detector is None:
-            self.detector = HomeEventDetector(
-                value.home_id,
-                min_event_w=self.settings.min_event_w,
-                detector=self.settings.detector,
-            )
-        return [self.detector.update(value)], StatefulLogic.RETAIN
+    def on_item(self, value: V) -> tuple[Iterable[W], bool]:
+        if self.state is None:
+            self.state = self.build(value)
+        return [self.step(self.state, value)], StatefulLogic.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[list[Event]], bool]:
-        flushed = self.detector.flush() if self.detector is not None else []
-        return [flushed], StatefulLogic.RETAIN
+    def on_eof(self) -> tuple[Iterable[W], bool]:
+        if self.flush is None or self.state is None:
+            return [], StatefulLogic.RETAIN
+        return [self.flush(self.state)], StatefulLogic.RETAIN
 
-    def snapshot(self) -> HomeEventDetector | None:
-        return self.detector
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _learn(state: HomeLearner | None, item: LearnerInput) -> tuple[HomeLearner, list[TableRow]]:
+def _validate(validator: ReadingValidator, chunk: ReadingChunk) -> Validated:
+    accepted, rejected = validator.validate(chunk.batch, chunk.source)
+    return accepted, [*chunk.rejections, *rejected]
+
+
+def _learn(learner: HomeLearner, item: LearnerInput) -> list[TableRow]:
     _kind, value = item
-    learner = state if state is not None else HomeLearner(value.home_id)
     if isinstance(value, Label):
-        return learner, learner.on_label(value)
-    return learner, learner.on_event(value)
+        return learner.on_label(value)
+    return learner.on_event(value)
 
 
 def get_flow(
@@ -89,7 +91,12 @@ def get_flow(
     flow = Dataflow("nilm")
     chunks = op.input("readings_in", flow, source)
     # (home_id, ReadingChunk)
-    validated = op.stateful_map("validate", chunks, _validate(settings))
+    limits = ValidationLimits(voltage_v=(settings.voltage_min_v, settings.voltage_max_v))
+    validated = op.stateful(
+        "validate",
+        chunks,
+        lambda resume: ObjectStep(resume, lambda _: ReadingValidator(limits), _validate),
+    )
     # (home_id, (accepted ReadingBatch, [Rejection]))
     accepted = op.map_value("accepted", validated, lambda v: v[0])
     # (home_id, ReadingBatch)
@@ -97,7 +104,18 @@ def get_flow(
     # ("rejected", Rejection)
     stored = op.map("readings_rows", accepted, lambda kv: ("readings", kv[1]))
     # ("readings", ReadingBatch)
-    detected = op.stateful("detect", accepted, lambda resume: _DetectLogic(settings, resume))
+    detected = op.stateful(
+        "detect",
+        accepted,
+        lambda resume: ObjectStep(
+            resume,
+            lambda batch: HomeEventDetector(
+                batch.home_id, min_event_w=settings.min_event_w, detector=settings.detector
+            ),
+            HomeEventDetector.update,
+            HomeEventDetector.flush,
+        ),
+    )
     # (home_id, [Event])
     events = op.flat_map("events", detected, lambda kv: [(kv[0], ("event", e)) for e in kv[1]])
     # (home_id, ("event", Event))
@@ -107,7 +125,11 @@ def get_flow(
         # (home_id, Label)
         tagged = op.map("label_items", confirmed, lambda kv: (kv[0], ("label", kv[1])))
         learner_in = op.merge("learner_in", events, tagged)
-    learned = op.stateful_map("learn", learner_in, _learn)
+    learned = op.stateful(
+        "learn",
+        learner_in,
+        lambda resume: ObjectStep(resume, lambda item: HomeLearner(item[1].home_id), _learn),
+    )
     # (home_id, [TableRow])
     rows = op.flat_map("table_rows", learned, lambda kv: kv[1])
     # (table, row)

@@ -87,11 +87,17 @@ def _upsert(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
             updates.append(f"{c} = CASE WHEN events.labelled THEN events.{c} ELSE excluded.{c} END")
         else:
             updates.append(f"{c} = excluded.{c}")
+    # One INSERT … SELECT over an Arrow table: executemany ran row by row, 20 ms a row.
+    incoming = pa.Table.from_pylist(list(latest.values()))
     sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-        f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(updates)}"
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} "
+        f"FROM incoming_rows ON CONFLICT ({key}) DO UPDATE SET {', '.join(updates)}"
     )
-    cur.executemany(sql, [[row[c] for c in columns] for row in latest.values()])
+    cur.register("incoming_rows", incoming)
+    try:
+        cur.execute(sql)
+    finally:
+        cur.unregister("incoming_rows")
 
 
 def write_items(cur: duckdb.DuckDBPyConnection, items: Iterable[SinkItem]) -> None:
