@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="sim: stop producing after this many virtual seconds",
     )
+    p.add_argument(
+        "--backfill",
+        action="store_true",
+        default=None,
+        help="sim: produce the readings from --start up to now at once, then go live",
+    )
     p.add_argument("--log-level", dest="log_level")
     return p  # fmt: skip
 

@@ -77,7 +77,12 @@ class Agent:
                 resume = max(start, last + timedelta(seconds=config.interval_s))
             # The simulated meter resumes where the spool ends: no simulated second is lost
             # while the agent is down, so a test can demand every one of them downstream.
-            self.clock = VirtualClock(resume, config.interval_s, config.speed)
+            self.clock = VirtualClock(
+                resume,
+                config.interval_s,
+                config.speed,
+                backfill_until=datetime.now(UTC) if config.backfill else None,
+            )
         else:
             self.clock = WallClock(config.interval_s)
         self.transport = transport or self._transport()

@@ -26,7 +26,8 @@ class AgentConfig:
     """Everything the agent process needs to know.
 
     Times are in seconds unless the name says otherwise. `speed` (sim only) is virtual seconds
-    per real second, so the poller runs every `interval_s / speed` real seconds.
+    per real second, so the poller runs every `interval_s / speed` real seconds; `backfill`
+    (sim only) produces the readings from `start` up to now at once, then goes on live.
     """
 
     transport: str = "sim"
@@ -53,6 +54,7 @@ class AgentConfig:
     start: str = ""
     speed: float = 1.0
     duration_s: float = 0.0
+    backfill: bool = False
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

@@ -138,3 +138,17 @@ def test_virtual_clock_catches_up_instead_of_skipping_and_stops_at_the_end() -> 
     assert poller.finished and poller.stats.skipped == 0
     assert [r.ts for r in got] == [start + timedelta(seconds=k) for k in range(40)]
     assert poller.stats.late > 0  # the 0.5 s poll made the next ones late, none lost
+
+
+def test_backfill_takes_the_history_at_once_then_goes_on_in_real_time() -> None:
+    time = FakeTime()
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    meter = ScriptedMeter(time, base=0.0)
+    got: list[Reading] = []
+    clock = VirtualClock(start, 1.0, 1.0, backfill_until=start + timedelta(seconds=100))
+    poller = Poller(meter, got.append, clock, monotonic=time.monotonic, sleep=time.sleep)
+    run(poller, 103)
+    starts = [t - 1000.0 for t in meter.asked_at]
+    assert starts[:101] == [0.0] * 101 and starts[101:] == [1.0, 2.0]
+    assert [r.ts for r in got] == [start + timedelta(seconds=k) for k in range(103)]
+    assert poller.stats.late == 0 and poller.stats.missed == 0

@@ -6,7 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +179,19 @@ def test_retention_in_simulation_follows_the_simulated_clock(tmp_path: Path) -> 
         assert agent.spool.first_seq() == 2  # only the reading 2 simulated days old went
     finally:
         agent.spool.close()
+
+
+def test_backfill_makes_the_past_hour_exist_at_once_then_runs_live(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(hours=1)
+    config = sim_config(tmp_path, start=start.isoformat(), speed=1.0, duration_s=0.0,
+                        backfill=True)  # fmt: skip
+
+    async def go() -> tuple[int, Any]:
+        async with running(config) as agent:
+            await until_seq(agent, 3600)
+            return agent.spool.last_seq, agent.spool.after(3599, 1)[0]
+
+    last, row = asyncio.run(go())
+    assert 3600 <= last < 3700  # an hour of history, then live at one reading a second
+    assert row[1] == to_epoch_us(start) + 3599 * 1_000_000
