@@ -14,6 +14,7 @@ import panel as pn
 
 from dashboards.store import DataStore
 from dashboards.views import (
+    LIVE_WINDOWS,
     DevicePalette,
     DevicesView,
     EventLog,
@@ -37,22 +38,18 @@ pn.extension("tabulator", design="bootstrap", notifications=False)
 class DashboardApp:
     """The views of one session, the tabs that hold them and their periodic refresh."""
 
-    def __init__(self, store: DataStore, read_only: bool = False) -> None:
+    def __init__(self, store: DataStore, read_only: bool = False, window: str = "1 h") -> None:
         self.store = store
+        self.read_only = read_only
         self.selection = Selection()
         self.palette = DevicePalette(store.device_names())
-        self.live = LivePowerView(store, self.palette, self.selection)
-        self.events = EventLog(store, self.selection, self.palette)
-        self.queue = LabellingQueue(store, read_only, self.palette, on_label=self._labelled)
-        self.devices = DevicesView(store, self.palette)
-        self.unknowns = UnknownsView(store, read_only, self.selection, on_label=self._labelled)
-        self.health = HealthView(store)
+        self.live = LivePowerView(store, self.palette, self.selection, window=window)
+        # The other pages are built when first opened: a first load draws the live chart only.
+        self._views: dict[str, Any] = {}
+        self._slots = {page: pn.Column(sizing_mode="stretch_width") for page in PAGES[1:]}
         self.tabs = pn.Tabs(
             ("Live", self.live),
-            ("Events", self.events),
-            ("Label", self.queue),
-            ("Devices", self.devices),
-            ("Unknowns & health", pn.Column(self.health, self.unknowns)),
+            *((page, self._slots[page]) for page in PAGES[1:]),
             dynamic=True,
             sizing_mode="stretch_width",
         )
@@ -64,19 +61,73 @@ class DashboardApp:
         )
         self._callback: Any = None
 
+    def _view(self, name: str) -> Any:
+        if name not in self._views:
+            store, palette, selection = self.store, self.palette, self.selection
+            if name == "events":
+                view: Any = EventLog(store, selection, palette)
+            elif name == "queue":
+                view = LabellingQueue(store, self.read_only, palette, on_label=self._labelled)
+            elif name == "devices":
+                view = DevicesView(store, palette)
+            elif name == "unknowns":
+                view = UnknownsView(store, self.read_only, selection, on_label=self._labelled)
+            else:
+                view = HealthView(store)
+            self._views[name] = view
+        return self._views[name]
+
+    @property
+    def events(self) -> EventLog:
+        return self._view("events")  # type: ignore[no-any-return]
+
+    @property
+    def queue(self) -> LabellingQueue:
+        return self._view("queue")  # type: ignore[no-any-return]
+
+    @property
+    def devices(self) -> DevicesView:
+        return self._view("devices")  # type: ignore[no-any-return]
+
+    @property
+    def unknowns(self) -> UnknownsView:
+        return self._view("unknowns")  # type: ignore[no-any-return]
+
+    @property
+    def health(self) -> HealthView:
+        return self._view("health")  # type: ignore[no-any-return]
+
+    def _fill(self, page: str) -> bool:
+        """Put a page's views in its tab if they are not there yet; True if it was built now."""
+        slot = self._slots.get(page)
+        if slot is None or slot.objects:
+            return False
+        views = {
+            "Events": [self.events],
+            "Label": [self.queue],
+            "Devices": [self.devices],
+            "Unknowns & health": [self.health, self.unknowns],
+        }[page]
+        slot.objects = views
+        return True
+
     def _go_to_page(self, event: Any) -> None:
         if event.new in PAGES:
             self.tabs.active = PAGES.index(event.new)
         self.selection.page = ""
 
     def _page_opened(self, event: Any) -> None:
-        if PAGES[event.new] == "Label":
+        page = PAGES[event.new]
+        if self._fill(page):
+            return  # just built: its data is fresh
+        if page == "Label":
             self.queue.reload()  # the queue only moves when its page is opened, or on request
         else:
             self.refresh()
 
     def _labelled(self) -> None:
-        self.events.refresh()
+        if "events" in self._views:
+            self.events.refresh()
 
     def refresh(self) -> None:
         """Refresh the page in sight (and the live figure, which the header shows)."""
@@ -103,9 +154,28 @@ class DashboardApp:
             self._callback = pn.state.add_periodic_callback(self.refresh, period=REFRESH_MS)
 
 
-def build_app(store: DataStore, read_only: bool = False) -> pn.template.BootstrapTemplate:
-    """One session's page over `store`; refreshes itself when served."""
-    app = DashboardApp(store, read_only)
+def _url_arg(name: str) -> str | None:
+    """A query argument of the page's URL (`?window=7%20days&page=Devices`), if served."""
+    args = pn.state.session_args if pn.state.curdoc is not None else {}
+    values = args.get(name) if args else None
+    return values[0].decode(errors="replace") if values else None
+
+
+def build_app(
+    store: DataStore, read_only: bool = False, window: str = "1 h", page: str = "Live"
+) -> pn.template.BootstrapTemplate:
+    """One session's page over `store`; refreshes itself when served.
+
+    The page's URL may choose the live window (`?window=30 days`) and the page
+    (`?page=Devices`); they override `window` and `page`.
+    """
+    asked = _url_arg("window")
+    window = asked if asked in LIVE_WINDOWS else window
+    app = DashboardApp(store, read_only, window=window)
+    asked = _url_arg("page")
+    page = asked if asked in PAGES else page
+    if page != "Live":
+        app.tabs.active = PAGES.index(page)
     app.start()
     template = app.template
     template._nilm_app = app  # so a test or a debugger can reach the views

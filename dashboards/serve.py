@@ -239,7 +239,7 @@ def start_dashboard(
     url = f"http://{shown_host}:{port}/"
     sidecar = None
     db_path = _database_path(connection)
-    if db_path and not read_only:
+    if db_path and not (read_only or store.read_only):
         sidecar = sidecar_path(db_path)
         try:
             sidecar.write_text(json.dumps({"url": url, "pid": os.getpid()}))

@@ -20,13 +20,15 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import HoverTool
+from bokeh.models import ColumnDataSource, DatetimeTickFormatter, HoverTool
 from bokeh.palettes import Category20
+from bokeh.plotting import figure
 
 from dashboards.store import LEG_CHOICES, RESOLUTIONS, DataStore, RangeProblem
 from nilm.labelling import MAX_DEVICE_NAME_CHARS
 
 __all__ = [
+    "LIVE_WINDOWS",
     "DevicePalette",
     "DevicesView",
     "EventLog",
@@ -146,8 +148,23 @@ def _say(alert: pn.pane.Alert, text: str, kind: str = "info") -> None:
     alert.visible = bool(text)
 
 
-def _event_hover() -> HoverTool:
+def _columns(frame: pd.DataFrame) -> dict[str, Any]:
+    """A frame as a Bokeh data dict: datetimes as numpy datetime64, missing values as NaN."""
+    out: dict[str, Any] = {}
+    for col in frame.columns:
+        series = frame[col]
+        if pd.api.types.is_datetime64_any_dtype(series):
+            out[col] = series.to_numpy("datetime64[ns]")
+        elif pd.api.types.is_numeric_dtype(series):
+            out[col] = series.to_numpy("float64", na_value=np.nan)
+        else:
+            out[col] = series.astype(object).where(series.notna(), None).tolist()
+    return out
+
+
+def _event_hover(renderers: list[Any] | None = None) -> HoverTool:
     return HoverTool(
+        renderers=renderers or "auto",
         tooltips=[
             ("time", "@ts{%F %T}"),
             ("device", "@device (confidence @confidence{0%})"),
@@ -188,15 +205,18 @@ class LivePowerView(pn.viewable.Viewer):
         store: DataStore,
         palette: DevicePalette | None = None,
         selection: Selection | None = None,
+        window: str = "1 h",
         **params: Any,
     ) -> None:
         super().__init__(**params)
         self.store = store
         self.palette = palette or DevicePalette(store.device_names())
         self.selection = selection or Selection()
+        if window not in LIVE_WINDOWS:
+            raise ValueError(f"live window {window!r} is not one of {list(LIVE_WINDOWS)}")
         self.live = pn.widgets.Toggle(label="● Live", value=True, color="success", width=90)
         self.window = pn.widgets.RadioButtonGroup(
-            options=list(LIVE_WINDOWS), value="1 h", color="default"
+            options=list(LIVE_WINDOWS), value=window, color="default"
         )
         bounds = store.data_bounds()
         hi = _naive(bounds[1]) if bounds else datetime.now(UTC).replace(tzinfo=None)
@@ -218,12 +238,14 @@ class LivePowerView(pn.viewable.Viewer):
         self.message = _message()
         self.note = pn.pane.HTML("", styles={"color": "#555", "font-size": "0.9em"})
         self.legend = pn.pane.HTML("", margin=(0, 10))
-        self.pipe = hv.streams.Pipe(data=self._empty_data())
-        self.plot = pn.pane.HoloViews(sizing_mode="stretch_width", min_height=420)
+        self.data = self._empty_data()
         self.last_view: Any = None
-        self._rebuild()
-        for widget in (self.legs, self.apparent, self.pf):
-            widget.param.watch(lambda e: self._rebuild(), "value")
+        self._build_figures()
+        self._show_options()
+        for widget in (self.apparent, self.pf):
+            widget.param.watch(lambda e: self._show_options(), "value")
+        # markers sit on the line of their leg, so a change of legs redraws them too
+        self.legs.param.watch(lambda e: (self._show_options(), self.refresh()), "value")
         for widget in (self.window, self.resolution):
             widget.param.watch(lambda e: self.refresh(), "value")
         self.range.param.watch(self._range_picked, "value")
@@ -307,7 +329,10 @@ class LivePowerView(pn.viewable.Viewer):
         events = self.store.events(view.start, view.end, limit=2000)
         on, off = self._markers(events, view.frame)
         self.last_view = view
-        self.pipe.send({"power": view.frame, "on": on, "off": off})
+        self.data = {"power": view.frame, "on": on, "off": off}
+        self.power_source.data = _columns(view.frame)
+        self.marker_sources["on"].data = _columns(on)
+        self.marker_sources["off"].data = _columns(off)
         _say(self.message, "")
         shown = len(view.frame)
         bucket = "1 s" if view.bucket_s == 1 else f"{view.bucket_s:,} s"
@@ -357,55 +382,72 @@ class LivePowerView(pn.viewable.Viewer):
         self.show_range(event["ts"] - timedelta(minutes=5), event["ts"] + timedelta(minutes=5))
 
     # -- drawing --------------------------------------------------------------------------
-    def _draw(self, data: dict[str, pd.DataFrame]) -> Any:
-        frame = data["power"]
-        series = LEG_SERIES[self.legs.value]
-        layers: list[Any] = []
-        for k in series:
-            color = LEG_COLORS[k]
-            layers.append(
-                hv.Area(frame, "ts", [(f"{k}_min", "W"), f"{k}_max"], label=LEG_LABELS[k]).opts(
-                    color=color, alpha=0.18, line_alpha=0
-                )
-            )
-            layers.append(
-                hv.Curve(frame, ("ts", "time (UTC)"), (f"{k}_mean", "W"), label=LEG_LABELS[k])
-                .opts(color=color, line_width=1.6, tools=["hover"])
-            )  # fmt: skip
-            if self.apparent.value:
-                layers.append(
-                    hv.Curve(frame, "ts", (f"{k}_va", "W"), label=f"{LEG_LABELS[k]} VA").opts(
-                        color=color, line_dash="dashed", line_width=1.2
-                    )
-                )
-        hover = _event_hover()
-        for kind, marker in (("on", "triangle"), ("off", "inverted_triangle")):
-            layers.append(
-                hv.Scatter(data[kind], "ts", _MARKER_COLUMNS, label=f"{kind} events").opts(
-                    color="color", marker=marker, size=11, line_color="white",
-                    tools=[hover], show_legend=False,
-                )
-            )  # fmt: skip
-        power = hv.Overlay(layers).opts(
-            responsive=True, min_height=380, ylabel="active power (W)", xlabel="time (UTC)",
-            legend_position="top_left", show_grid=True, framewise=True,
-            active_tools=["wheel_zoom"], toolbar="above",
+    # Plain Bokeh, not HoloViews: one figure built once per session whose data sources are
+    # replaced on each refresh, and whose options only toggle renderers' visibility. Building
+    # the same chart through HoloViews cost ~0.8 s per session and per redraw.
+    def _build_figures(self) -> None:
+        empty = self._empty_data()
+        self.power_source = ColumnDataSource(_columns(empty["power"]))
+        self.marker_sources = {k: ColumnDataSource(_columns(empty[k])) for k in ("on", "off")}
+        fig = figure(
+            x_axis_type="datetime", sizing_mode="stretch_width", height=400,
+            tools="xpan,xwheel_zoom,box_zoom,reset,save", active_scroll="xwheel_zoom",
+            toolbar_location="above", x_axis_label="time (UTC)", y_axis_label="active power (W)",
         )  # fmt: skip
-        if not self.pf.value:
-            return power
-        pf = hv.Overlay(
-            [
-                hv.Curve(frame, "ts", (f"{k}_pf", "pf"), label=f"pf {LEG_LABELS[k]}").opts(
-                    color=LEG_COLORS[k], line_width=1.2
-                )
-                for k in series
-            ]
-        ).opts(responsive=True, height=160, ylim=(0, 1.05), ylabel="power factor",
-               xlabel="time (UTC)", show_grid=True, framewise=True, show_legend=False)  # fmt: skip
-        return (power + pf).cols(1).opts(shared_axes=True)
+        fig.xaxis.formatter = DatetimeTickFormatter(hours="%H:%M", days="%b %d", months="%b %d")
+        self.renderers: dict[str, list[Any]] = {}
+        for key in ("total", "a", "b"):
+            color = LEG_COLORS[key]
+            band = fig.varea(
+                "ts", f"{key}_min", f"{key}_max", source=self.power_source,
+                fill_color=color, fill_alpha=0.18,
+            )  # fmt: skip
+            line = fig.line(
+                "ts", f"{key}_mean", source=self.power_source, color=color, line_width=1.6,
+                legend_label=LEG_LABELS[key],
+            )  # fmt: skip
+            va = fig.line(
+                "ts", f"{key}_va", source=self.power_source, color=color, line_width=1.2,
+                line_dash="dashed", legend_label=f"{LEG_LABELS[key]} apparent (VA)",
+            )  # fmt: skip
+            self.renderers[key] = [band, line]
+            self.renderers[f"{key}_va"] = [va]
+        markers = [
+            fig.scatter(
+                "ts", "y", source=self.marker_sources[kind], marker=marker, size=12,
+                fill_color="color", line_color="white",
+            )
+            for kind, marker in (("on", "triangle"), ("off", "inverted_triangle"))
+        ]  # fmt: skip
+        fig.add_tools(_event_hover(markers))
+        fig.legend.location = "top_left"
+        fig.legend.click_policy = "hide"
+        fig.legend.background_fill_alpha = 0.7
+        pf = figure(
+            x_axis_type="datetime", sizing_mode="stretch_width", height=170,
+            x_range=fig.x_range, y_range=(0, 1.05), tools="xpan,xwheel_zoom,reset",
+            toolbar_location=None, y_axis_label="power factor",
+        )  # fmt: skip
+        pf.xaxis.formatter = fig.xaxis.formatter
+        for key in ("total", "a", "b"):
+            self.renderers[f"{key}_pf"] = [
+                pf.line("ts", f"{key}_pf", source=self.power_source, color=LEG_COLORS[key],
+                        line_width=1.2)
+            ]  # fmt: skip
+        self.figure, self.pf_figure = fig, pf
+        self.plot = pn.pane.Bokeh(fig, sizing_mode="stretch_width")
+        self.pf_plot = pn.pane.Bokeh(pf, sizing_mode="stretch_width", visible=False)
 
-    def _rebuild(self) -> None:
-        self.plot.object = hv.DynamicMap(self._draw, streams=[self.pipe])
+    def _show_options(self) -> None:
+        shown = set(LEG_SERIES[self.legs.value])
+        for key in ("total", "a", "b"):
+            for renderer in self.renderers[key]:
+                renderer.visible = key in shown
+            for renderer in self.renderers[f"{key}_va"]:
+                renderer.visible = key in shown and self.apparent.value
+            for renderer in self.renderers[f"{key}_pf"]:
+                renderer.visible = key in shown
+        self.pf_plot.visible = self.pf.value
 
     def __panel__(self) -> pn.viewable.Viewable:
         controls = pn.Row(
@@ -419,7 +461,7 @@ class LivePowerView(pn.viewable.Viewer):
         )
         header = pn.Row(self.now, self.now_legs, pn.Spacer(), sizing_mode="stretch_width")
         return pn.Column(
-            header, controls, self.message, self.legend, self.plot, self.note,
+            header, controls, self.message, self.legend, self.plot, self.pf_plot, self.note,
             sizing_mode="stretch_width", name="Live",
         )  # fmt: skip
 

@@ -260,7 +260,14 @@ def _walk_through(demo: str, browser: Any) -> None:
     )
     _shot(browser, "4-devices")
     _tab(browser, "Unknowns & health")
-    _until("the health page says something", lambda: _deep(browser, ".alert"), 15)
+    _until(
+        "the unknowns and health page draws",
+        lambda: (
+            {"Health alerts", "Unknown devices"} <= {h.text.strip() for h in _deep(browser, "h3")}
+        ),
+        20,
+    )
+    _until("its tables fill in", lambda: _deep(browser, ".tabulator-row"), 15)
     _shot(browser, "5-unknowns-health")
     took("every page shown")
     errors = [

@@ -136,7 +136,7 @@ def test_a_past_range_draws_downsampled_power_and_events(store: DataStore) -> No
     view = live.last_view
     assert view is not None and view.bucket_s == 15
     assert len(view.frame) <= 6 * 3600 / 15 + 1
-    data = live.pipe.data
+    data = live.data
     assert len(data["on"]) + len(data["off"]) > 5
     assert set(data["on"]["color"]) <= set(live.palette._colors.values()) | {"#9e9e9e"}
     _render(live)
@@ -158,7 +158,7 @@ def test_legs_apparent_and_pf_options_render(store: DataStore, legs: str) -> Non
     live.apparent.value = True
     live.pf.value = True
     _render(live)
-    frame = live.pipe.data["power"]
+    frame = live.data["power"]
     for key in ("a", "b"):
         assert frame[f"{key}_va"].notna().all() and frame[f"{key}_pf"].between(0, 1).all()
 
