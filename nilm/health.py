@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 METRICS: dict[str, tuple[str, str, float]] = {
     "delta_p_w": ("W", "power when switched on", 0.015),
     "inrush_peak_w": ("W", "inrush peak", 0.15),
-    "run_duration_s": ("s", "run time", 0.05),
-    "run_energy_wh": ("Wh", "energy per run", 0.05),
+    "run_duration_s": ("s", "run time", 0.08),
+    "run_energy_wh": ("Wh", "energy per run", 0.06),
     "duty_cycle": ("", "duty cycle", 0.10),
 }
 
@@ -116,7 +116,7 @@ class MetricWatch:
         detector: str = "adwin",
         min_samples: int = 30,
         history: int = 1000,
-        delta: float = 0.002,
+        delta: float = 0.01,
         ph_allowance: float = 0.5,
         ph_threshold: float = 8.0,
     ) -> None:
@@ -255,7 +255,7 @@ class HealthMonitor:
         detector: str = "adwin",
         min_samples: int = 30,
         max_cycle_gap_s: float = 4 * 3600.0,
-        delta: float = 0.002,
+        delta: float = 0.01,
     ) -> None:
         self.home_id = home_id
         self.detector = detector
