@@ -240,14 +240,15 @@ class LivePowerView(pn.viewable.Viewer):
         self.legend = pn.pane.HTML("", margin=(0, 10))
         self.data = self._empty_data()
         self.last_view: Any = None
+        self._quiet = False
         self._build_figures()
         self._show_options()
-        for widget in (self.apparent, self.pf):
-            widget.param.watch(lambda e: self._show_options(), "value")
+        self.pf.param.watch(lambda e: self._show_options(), "value")
+        self.apparent.param.watch(lambda e: (self._show_options(), self.refresh()), "value")
         # markers sit on the line of their leg, so a change of legs redraws them too
         self.legs.param.watch(lambda e: (self._show_options(), self.refresh()), "value")
         for widget in (self.window, self.resolution):
-            widget.param.watch(lambda e: self.refresh(), "value")
+            widget.param.watch(lambda e: None if self._quiet else self.refresh(), "value")
         self.range.param.watch(self._range_picked, "value")
         self.live.param.watch(lambda e: self._live_toggled(), "value")
         self.selection.param.watch(lambda e: self.zoom_to_event(e.new), "event_id")
@@ -340,34 +341,66 @@ class LivePowerView(pn.viewable.Viewer):
             f"{_when(_naive(view.start))} – {_when(_naive(view.end))} UTC · {shown:,} points of "
             f"{bucket} (band: min–max, line: mean)" + (f" · {view.note}" if view.note else "")
         )
+        if self.live.value:
+            self._set_range(view.start, view.end)  # the picker shows what the chart shows
         devices = sorted(set(events["shown_device"].fillna(UNKNOWN))) if len(events) else []
-        self.legend.object = (
-            "<b>Events:</b> ▲ on ▼ off · " + self.palette.swatches(devices) if devices else ""
+        lines = " ".join(
+            f"<span style='white-space:nowrap;margin-right:12px'><span style='display:"
+            f"inline-block;width:18px;border-top:{'2px dashed' if va else '3px solid'} "
+            f"{LEG_COLORS[k]};vertical-align:middle;margin-right:4px'></span>"
+            f"{LEG_LABELS[k]}{' apparent (VA)' if va else ''}</span>"
+            for k in LEG_SERIES[self.legs.value]
+            for va in ((False, True) if self.apparent.value else (False,))
         )
+        events_part = (
+            " · <b>Events</b> ▲ on ▼ off: " + self.palette.swatches(devices) if devices else ""
+        )
+        self.legend.object = f"<b>Power</b> {lines}{events_part}"
 
     # -- controls -------------------------------------------------------------------------
+    # Widgets the view sets itself must still reach the browser, so their watchers check
+    # `_quiet` instead of the view discarding events (which would skip Panel's sync too).
     def _range_picked(self, event: Any) -> None:
         """A range chosen by hand stops following live data and is shown as chosen."""
+        if self._quiet:
+            return
         self._set_live(False)
         self.refresh()
 
     def _set_live(self, live: bool) -> None:
-        with param.discard_events(self.live):
+        self._quiet = True
+        try:
             self.live.value = live
+        finally:
+            self._quiet = False
         self.live.label = "● Live" if live else "❚❚ Paused"
         self.live.color = "success" if live else "default"
 
+    def _set_range(self, start: datetime, end: datetime) -> None:
+        value = (_naive(start).replace(microsecond=0), _naive(end).replace(microsecond=0))
+        if value == self.range.value:
+            return
+        self._quiet = True
+        try:
+            self.range.value = value
+        finally:
+            self._quiet = False
+
     def _live_toggled(self) -> None:
+        if self._quiet:
+            return
         self._set_live(self.live.value)
-        if not self.live.value and self.last_view is not None:
-            with param.discard_events(self.range):
-                self.range.value = (_naive(self.last_view.start), _naive(self.last_view.end))
         self.refresh()
 
     def show_range(self, start: datetime, end: datetime) -> None:
         """Stop following live data and show `start`–`end` (UTC)."""
         self._set_live(False)
-        self.range.value = (_naive(start), _naive(end))  # its watcher redraws
+        self._quiet = True
+        try:
+            self.range.value = (_naive(start), _naive(end))
+        finally:
+            self._quiet = False
+        self.refresh()
 
     def zoom_to_event(self, event_id: str | None) -> None:
         """Show the ten minutes around an event, at 1 s."""
@@ -377,8 +410,11 @@ class LivePowerView(pn.viewable.Viewer):
         if event is None:
             _say(self.message, f"Event {event_id} is no longer in the database.", "warning")
             return
-        with param.discard_events(self.resolution):
+        self._quiet = True
+        try:
             self.resolution.value = "auto"
+        finally:
+            self._quiet = False
         self.show_range(event["ts"] - timedelta(minutes=5), event["ts"] + timedelta(minutes=5))
 
     # -- drawing --------------------------------------------------------------------------
@@ -404,11 +440,11 @@ class LivePowerView(pn.viewable.Viewer):
             )  # fmt: skip
             line = fig.line(
                 "ts", f"{key}_mean", source=self.power_source, color=color, line_width=1.6,
-                legend_label=LEG_LABELS[key],
+
             )  # fmt: skip
             va = fig.line(
                 "ts", f"{key}_va", source=self.power_source, color=color, line_width=1.2,
-                line_dash="dashed", legend_label=f"{LEG_LABELS[key]} apparent (VA)",
+                line_dash="dashed",
             )  # fmt: skip
             self.renderers[key] = [band, line]
             self.renderers[f"{key}_va"] = [va]
@@ -420,9 +456,6 @@ class LivePowerView(pn.viewable.Viewer):
             for kind, marker in (("on", "triangle"), ("off", "inverted_triangle"))
         ]  # fmt: skip
         fig.add_tools(_event_hover(markers))
-        fig.legend.location = "top_left"
-        fig.legend.click_policy = "hide"
-        fig.legend.background_fill_alpha = 0.7
         pf = figure(
             x_axis_type="datetime", sizing_mode="stretch_width", height=170,
             x_range=fig.x_range, y_range=(0, 1.05), tools="xpan,xwheel_zoom,reset",
@@ -436,7 +469,8 @@ class LivePowerView(pn.viewable.Viewer):
             ]  # fmt: skip
         self.figure, self.pf_figure = fig, pf
         self.plot = pn.pane.Bokeh(fig, sizing_mode="stretch_width")
-        self.pf_plot = pn.pane.Bokeh(pf, sizing_mode="stretch_width", visible=False)
+        self.pf_plot = pn.pane.Bokeh(pf, sizing_mode="stretch_width")
+        self.pf_box = pn.Column(sizing_mode="stretch_width")  # holds pf_plot when asked for
 
     def _show_options(self) -> None:
         shown = set(LEG_SERIES[self.legs.value])
@@ -447,7 +481,7 @@ class LivePowerView(pn.viewable.Viewer):
                 renderer.visible = key in shown and self.apparent.value
             for renderer in self.renderers[f"{key}_pf"]:
                 renderer.visible = key in shown
-        self.pf_plot.visible = self.pf.value
+        self.pf_box.objects = [self.pf_plot] if self.pf.value else []
 
     def __panel__(self) -> pn.viewable.Viewable:
         controls = pn.Row(
@@ -461,7 +495,7 @@ class LivePowerView(pn.viewable.Viewer):
         )
         header = pn.Row(self.now, self.now_legs, pn.Spacer(), sizing_mode="stretch_width")
         return pn.Column(
-            header, controls, self.message, self.legend, self.plot, self.pf_plot, self.note,
+            header, controls, self.message, self.legend, self.plot, self.pf_box, self.note,
             sizing_mode="stretch_width", name="Live",
         )  # fmt: skip
 
@@ -860,8 +894,8 @@ class LabellingQueue(pn.viewable.Viewer):
             pn.Column(pn.Spacer(height=18), self.whole_cluster),
         )
         return pn.Column(
-            pn.Row(self.count, self.reload_button), self.table, self.detail, self.snippet,
-            actions, self.message, sizing_mode="stretch_width", name="Label",
+            pn.Row(self.count, self.reload_button), self.table, self.detail, actions,
+            self.message, self.snippet, sizing_mode="stretch_width", name="Label",
         )  # fmt: skip
 
 

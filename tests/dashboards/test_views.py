@@ -248,3 +248,27 @@ def test_queue_does_not_move_under_the_cursor_until_reloaded(fresh_store: DataSt
     assert queue.table.value.iloc[0]["event_id"] == "newest"
     assert queue.selected()["event_id"] == chosen  # type: ignore[index]
     assert not queue.reload_button.visible
+
+
+def test_live_options_show_only_what_is_asked(store: DataStore) -> None:
+    live = LivePowerView(store)
+    assert live.pf_box.objects == []
+    assert [r.visible for r in live.renderers["a"]] == [False, False]
+    live.pf.value = True
+    live.legs.value = "both"
+    assert live.pf_box.objects == [live.pf_plot]
+    assert all(r.visible for r in live.renderers["a"] + live.renderers["b"])
+    assert not any(r.visible for r in live.renderers["total"] + live.renderers["a_va"])
+    live.apparent.value = True
+    assert live.renderers["a_va"][0].visible and "leg b apparent (VA)" in live.legend.object
+
+
+def test_the_range_picker_shows_the_live_window(store: DataStore) -> None:
+    live = LivePowerView(store, window="15 min")
+    view = live.last_view
+    assert view is not None and view.end - view.start == timedelta(minutes=15)
+    start, end = live.range.value
+    assert live.live.value  # showing the window in the picker did not pause live mode
+    assert abs((end - view.end.replace(tzinfo=None)).total_seconds()) < 1
+    assert abs((start - view.start.replace(tzinfo=None)).total_seconds()) < 1
+    assert len(live.power_source.data["ts"]) == len(view.frame)
