@@ -473,6 +473,24 @@ class DataStore:
 
         return self._cached(("queue", self.home_id, limit), self.live_ttl_s, compute)
 
+    def queue_size(self) -> int:
+        """How many events wait for a confirmation."""
+
+        def compute() -> int:
+            row = (
+                self._cursor()
+                .execute(
+                    "SELECT count(*) FROM events e WHERE home_id = ? "
+                    "AND NOT coalesce(labelled, FALSE) AND NOT EXISTS "
+                    "(SELECT 1 FROM labels l WHERE l.event_id = e.event_id)",
+                    [self.home_id],
+                )
+                .fetchone()
+            )
+            return int(row[0]) if row else 0
+
+        return self._cached(("queue_size", self.home_id), self.live_ttl_s, compute)
+
     def device_names(self) -> list[str]:
         """Every device name the house knows: predicted, confirmed or given to a cluster."""
 

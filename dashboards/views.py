@@ -756,9 +756,13 @@ class LabellingQueue(pn.viewable.Viewer):
         names = self.store.device_names()
         if names != self.pick.options:
             self.pick.options = names
+        if names and self.pick.value not in names:
+            self.pick.value = names[0]
         self.reload_button.visible = False
+        waiting = self.store.queue_size()
         self.count.object = (
-            f"{len(frame):,} events wait for a label, the least certain first."
+            f"{waiting:,} events wait for a label; the {len(frame):,} the models are least "
+            "sure of come first."
             if len(frame)
             else "Nothing to label: every event has been confirmed, or none has been found yet."
         )
@@ -780,8 +784,8 @@ class LabellingQueue(pn.viewable.Viewer):
         fresh = len(set(frame["event_id"]) - set(shown["event_id"]))
         self.reload_button.visible = True
         self.count.object = (
-            f"{len(shown):,} events wait for a label, the least certain first · "
-            f"<b>{fresh} new</b> and updated predictions since this list was loaded."
+            f"{self.store.queue_size():,} events wait for a label · <b>{fresh} new</b> and "
+            "updated predictions since this list was loaded."
         )
 
     def _show_selected(self) -> None:

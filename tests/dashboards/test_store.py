@@ -290,3 +290,10 @@ def test_the_cluster_label_prefix_matches_the_learners() -> None:
     from nilm.learning import CLUSTER_LABEL_PREFIX as LEARNERS
 
     assert CLUSTER_LABEL_PREFIX == LEARNERS
+
+
+def test_queue_size_counts_every_unconfirmed_event(fresh_store: DataStore) -> None:
+    total = fresh_store.connection.cursor().execute("SELECT count(*) FROM events").fetchone()
+    assert total is not None and fresh_store.queue_size() == total[0]
+    fresh_store.confirm_label(fresh_store.labelling_queue().iloc[0]["event_id"], "tv")
+    assert fresh_store.queue_size() == total[0] - 1
