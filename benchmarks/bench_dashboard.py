@@ -135,6 +135,13 @@ return null;
 """
 
 
+# When the server's answer was in, and when the page's scripts had run (ms after navigation).
+_TIMING = """
+const t = performance.timing;
+return [t.responseEnd - t.navigationStart, t.domContentLoadedEventEnd - t.navigationStart];
+"""
+
+
 def bench_browser(con: duckdb.DuckDBPyConnection, days: float) -> None:
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         print("\nbrowser: skipped, Debian's chromium and chromium-driver are not installed")
@@ -151,7 +158,10 @@ def bench_browser(con: duckdb.DuckDBPyConnection, days: float) -> None:
         "--window-size=1500,1100",
     ):  # fmt: skip
         options.add_argument(arg)
-    print("\nfirst render in headless Chromium (navigation until the chart holds its data)")
+    print(
+        "\nfirst render in headless Chromium (navigation until the chart holds its data; the "
+        "page\nloads ~5 MB of Bokeh/Panel JavaScript whatever the data, cached after the first)"
+    )
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         options.add_argument(f"--user-data-dir={profile}")
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -172,7 +182,11 @@ def bench_browser(con: duckdb.DuckDBPyConnection, days: float) -> None:
                     time.sleep(0.02)
                 took = time.perf_counter() - t0
                 points = f"{span[0]:,} points over {span[1]:.1f} days" if span else "no data"
-                print(f"  {_mark(took)} {label:<24} {took * 1000:8.1f} ms  {points}")
+                timing = driver.execute_script(_TIMING)
+                print(
+                    f"  {_mark(took)} {label:<24} {took * 1000:8.1f} ms  {points}; page served "
+                    f"{timing[0]} ms, scripts loaded {timing[1]} ms"
+                )
         finally:
             driver.quit()
             handle.stop()

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -311,14 +312,22 @@ def run_dashboard_command(
         print(f"nilm dashboard: {err}", file=sys.stderr)
         return 2
     print(f"Dashboard (read-only) on {handle.url} — Ctrl-C stops it.", flush=True)
+    stop = threading.Event()
+    previous: dict[int, Any] = {}
+    if wait is None and threading.current_thread() is threading.main_thread():
+        # Set explicitly: a shell starts background jobs with SIGINT ignored.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
         if wait is not None:
             wait(handle)
         else:
-            threading.Event().wait()
+            stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         handle.stop()
         connection.close()
     return 0
