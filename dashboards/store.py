@@ -398,11 +398,13 @@ class DataStore:
         legs: str | None = None,
         min_abs_delta_w: float = 0.0,
         limit: int = 5000,
+        largest: bool = False,
     ) -> pd.DataFrame:
         """Events of the home, newest first, with the latest confirmation of each.
 
         `device` filters by predicted or confirmed device ('(unknown)' for none); `legs` by
-        'a', 'b' or 'ab'.
+        'a', 'b' or 'ab'. With `largest`, the `limit` events with the largest steps are kept
+        (still newest first): what a chart of a long range can show.
         """
         where = ["e.home_id = $home"]
         params: dict[str, Any] = {"home": self.home_id, "limit": int(limit)}
@@ -428,9 +430,12 @@ class DataStore:
         sql = (
             f"SELECT {cols}, l.confirmed_device FROM events e "
             f"LEFT JOIN {_LATEST_LABEL} l USING (event_id) "
-            f"WHERE {' AND '.join(where)} ORDER BY e.ts DESC LIMIT $limit"
+            f"WHERE {' AND '.join(where)} "
+            f"ORDER BY {'abs(e.delta_p_w) DESC, ' if largest else ''}e.ts DESC LIMIT $limit"
         )
-        key = ("events", tuple(sorted((k, str(v)) for k, v in params.items())))
+        if largest:
+            sql = f"SELECT * FROM ({sql}) ORDER BY ts_us DESC"
+        key = ("events", largest, tuple(sorted((k, str(v)) for k, v in params.items())))
         ttl = self.live_ttl_s if end is None else self._ttl(_utc(end))
         return self._cached(key, ttl, lambda: self._event_frame(sql, params))
 

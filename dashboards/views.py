@@ -56,6 +56,8 @@ LIVE_WINDOWS = {
     "7 days": timedelta(days=7),
     "30 days": timedelta(days=30),
 }
+# More markers than this hide the line; a long range shows the largest steps.
+MAX_MARKERS = 600
 _PALETTE = [c for i, c in enumerate(Category20[20]) if c not in ("#7f7f7f", "#c7c7c7")]
 
 
@@ -327,7 +329,7 @@ class LivePowerView(pn.viewable.Viewer):
         except RangeProblem as err:
             _say(self.message, str(err), "warning")
             return
-        events = self.store.events(view.start, view.end, limit=2000)
+        events = self.store.events(view.start, view.end, limit=MAX_MARKERS, largest=True)
         on, off = self._markers(events, view.frame)
         self.last_view = view
         self.data = {"power": view.frame, "on": on, "off": off}
@@ -339,7 +341,13 @@ class LivePowerView(pn.viewable.Viewer):
         bucket = "1 s" if view.bucket_s == 1 else f"{view.bucket_s:,} s"
         self.note.object = (
             f"{_when(_naive(view.start))} – {_when(_naive(view.end))} UTC · {shown:,} points of "
-            f"{bucket} (band: min–max, line: mean)" + (f" · {view.note}" if view.note else "")
+            f"{bucket} (band: min–max, line: mean)"
+            + (f" · {view.note}" if view.note else "")
+            + (
+                f" · markers for the {MAX_MARKERS:,} largest events of the range"
+                if len(events) >= MAX_MARKERS
+                else ""
+            )
         )
         if self.live.value:
             self._set_range(view.start, view.end)  # the picker shows what the chart shows

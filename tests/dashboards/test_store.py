@@ -297,3 +297,11 @@ def test_queue_size_counts_every_unconfirmed_event(fresh_store: DataStore) -> No
     assert total is not None and fresh_store.queue_size() == total[0]
     fresh_store.confirm_label(fresh_store.labelling_queue().iloc[0]["event_id"], "tv")
     assert fresh_store.queue_size() == total[0] - 1
+
+
+def test_a_long_range_keeps_the_largest_events_newest_first(store: DataStore) -> None:
+    everything = store.events()
+    largest = store.events(limit=10, largest=True)
+    assert len(largest) == 10 and largest["ts"].is_monotonic_decreasing
+    threshold = everything["delta_p_w"].abs().nlargest(10).min()
+    assert (largest["delta_p_w"].abs() >= threshold).all()
