@@ -1,4 +1,4 @@
-"""`python -m pi_agent`: the Pi agent's entry point (see CONTRACT.md and the README's installation guide)."""
+"""`python -m pi_agent`: the Pi agent (see CONTRACT.md and the README's installation guide)."""
 
 from __future__ import annotations
 
