@@ -103,12 +103,22 @@ class DashboardApp:
         if slot is None or slot.objects:
             return False
         views = {
-            "Events": [self.events],
-            "Label": [self.queue],
-            "Devices": [self.devices],
-            "Unknowns & health": [self.health, self.unknowns],
+            "Events": lambda: [self.events],
+            "Label": lambda: [self.queue],
+            "Devices": lambda: [self.devices],
+            "Unknowns & health": lambda: [self.health, self.unknowns],
         }[page]
-        slot.objects = views
+        try:
+            slot.objects = views()
+        except Exception as err:  # one page failing must not take the others with it
+            log.exception("building the %s page", page)
+            slot.objects = [
+                pn.pane.Alert(
+                    f"The {page} page could not be shown: {type(err).__name__}: {err}. "
+                    "The other pages still work; the server log has the details.",
+                    alert_type="danger",
+                )
+            ]
         return True
 
     def _go_to_page(self, event: Any) -> None:

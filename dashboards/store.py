@@ -206,6 +206,7 @@ class DataStore:
         self._lock = threading.Lock()
         self._cache: dict[Hashable, tuple[float, Any]] = {}
         self._generation = 0
+        self._abandoned_filter: str | None = None
         self.read_only = bool(
             self._cursor()
             .execute(
@@ -215,6 +216,30 @@ class DataStore:
         )
 
     # -- plumbing -------------------------------------------------------------------------
+    def _has_column(self, table: str, column: str) -> bool:
+        """Whether the database has `table.column` (files written before a schema change may
+        lack newer columns; the views then do without them)."""
+        row = (
+            self._cursor()
+            .execute(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = ? AND column_name = ? AND table_schema = current_schema()",
+                [table, column],
+            )
+            .fetchone()
+        )
+        return bool(row and row[0])
+
+    @property
+    def _not_abandoned(self) -> str:
+        if self._abandoned_filter is None:
+            self._abandoned_filter = (
+                "NOT coalesce(abandoned, FALSE)"
+                if self._has_column("activations", "abandoned")
+                else "TRUE"
+            )
+        return self._abandoned_filter
+
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
@@ -658,7 +683,7 @@ class DataStore:
             "SELECT epoch_us(start_ts) // 86400000000 AS day, "
             "coalesce(device, '(unknown)') AS device, sum(energy_wh) AS energy_wh, "
             "count(*) AS runs FROM activations "
-            "WHERE home_id = $home AND NOT coalesce(abandoned, FALSE) "
+            f"WHERE home_id = $home AND {self._not_abandoned} "
             "AND start_ts >= $lo AND start_ts < $hi GROUP BY ALL ORDER BY 1"
         )
 
@@ -682,7 +707,7 @@ class DataStore:
             "WITH a AS (SELECT coalesce(device, '(unknown)') AS device, sum(energy_wh) AS "
             "energy_wh, count(*) AS runs, median(power_w) AS typical_w, "
             "max(coalesce(end_ts, start_ts)) AS last_run FROM activations "
-            "WHERE home_id = $home AND NOT coalesce(abandoned, FALSE) "
+            f"WHERE home_id = $home AND {self._not_abandoned} "
             "AND start_ts >= $lo AND start_ts < $hi GROUP BY 1), "
             f"ev AS (SELECT coalesce(l.confirmed_device, e.device, '(unknown)') AS device, "
             "count(*) AS events, median(abs(e.delta_p_w)) AS typical_step_w, "
@@ -736,7 +761,7 @@ class DataStore:
             "SELECT coalesce(device, '(unknown)') AS device, legs, epoch_us(start_ts) AS start_us, "
             "epoch_us(coalesce(end_ts, start_ts)) AS end_us, power_w, energy_wh, "
             "end_ts IS NULL AS running FROM activations WHERE home_id = $home "
-            "AND NOT coalesce(abandoned, FALSE) "
+            f"AND {self._not_abandoned} "
             "AND start_ts < $hi AND coalesce(end_ts, start_ts) >= $lo "
             "ORDER BY start_ts LIMIT $limit"
         )

@@ -688,7 +688,7 @@ class LabellingQueue(pn.viewable.Viewer):
         )  # fmt: skip
         self.table.param.watch(lambda e: self._show_selected(), "selection")
         self.detail = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.snippet = pn.pane.HoloViews(height=200, sizing_mode="stretch_width")
+        self.snippet = pn.pane.HoloViews(height=200, sizing_mode="stretch_width", linked_axes=False)
         self.confirm = pn.widgets.Button(label="✓ Confirm", color="success", disabled=True)
         self.pick = pn.widgets.Select(label="or pick another device", options=[], width=220)
         self.pick_button = pn.widgets.Button(label="Label as this device", color="primary")
@@ -930,9 +930,11 @@ class DevicesView(pn.viewable.Viewer):
         self.unexplained = pn.indicators.Number(label="Unexplained", format="{value:,.1f} kWh",
                                                 font_size="24pt", title_size="11pt")  # fmt: skip
         self.message = _message()
-        self.per_day = pn.pane.HoloViews(sizing_mode="stretch_width", height=330)
-        self.share = pn.pane.HoloViews(sizing_mode="stretch_width", height=330)
-        self.timeline = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
+        self.per_day = pn.pane.HoloViews(sizing_mode="stretch_width", height=330, linked_axes=False)
+        self.share = pn.pane.HoloViews(sizing_mode="stretch_width", height=330, linked_axes=False)
+        self.timeline = pn.pane.HoloViews(
+            sizing_mode="stretch_width", height=300, linked_axes=False
+        )
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(),
             disabled=True,

@@ -272,3 +272,39 @@ def test_the_range_picker_shows_the_live_window(store: DataStore) -> None:
     assert abs((end - view.end.replace(tzinfo=None)).total_seconds()) < 1
     assert abs((start - view.start.replace(tzinfo=None)).total_seconds()) < 1
     assert len(live.power_source.data["ts"]) == len(view.frame)
+
+
+def test_an_older_database_without_newer_columns_still_shows_every_page(
+    empty_store: DataStore,
+) -> None:
+    con = empty_store.connection
+    con.execute("ALTER TABLE activations DROP COLUMN abandoned")
+    con.execute(
+        "INSERT INTO readings (home_id, ts, a_act_power, b_act_power, a_aprt_power, b_aprt_power)"
+        " VALUES ('home', TIMESTAMPTZ '2026-01-05 00:00:00+00', 100, 50, 110, 60)"
+    )
+    store = DataStore(con)
+    app = build_app(store)._nilm_app
+    for index in range(len(PAGES)):
+        app.tabs.active = index
+    assert all(
+        not any(getattr(o, "alert_type", "") == "danger" for o in slot.objects)
+        for slot in app._slots.values()
+    )
+    assert app.devices.table.value is not None
+
+
+def test_a_page_that_fails_says_so_and_the_others_work(
+    store: DataStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = build_app(store)._nilm_app
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(DevicesView, "refresh", broken)
+    app.tabs.active = PAGES.index("Devices")
+    alert = app._slots["Devices"].objects[0]
+    assert alert.alert_type == "danger" and "disk on fire" in alert.object
+    app.tabs.active = PAGES.index("Events")
+    assert len(app.events.table.value) > 0
