@@ -97,6 +97,9 @@ class MetricWatch:
     ph_allowance, ph_threshold
         PageHinkley's drift allowance and threshold, in standard deviations of the baseline
         samples (so in watts for power, seconds for run time).
+    min_changed
+        Samples the changed stretch needs before it counts (a handful of odd runs is not a
+        change).
 
     Examples
     --------
@@ -119,6 +122,7 @@ class MetricWatch:
         delta: float = 0.01,
         ph_allowance: float = 0.5,
         ph_threshold: float = 8.0,
+        min_changed: int = 5,
     ) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
@@ -131,6 +135,8 @@ class MetricWatch:
         self.delta = delta
         self.ph_allowance = ph_allowance
         self.ph_threshold = ph_threshold
+        self.min_changed = min_changed
+        self._pending = False
         self.values: deque[tuple[datetime, float]] = deque(maxlen=history)
         self.baseline: float | None = None
         self.n = 0
@@ -142,7 +148,7 @@ class MetricWatch:
     def clone(self) -> MetricWatch:
         return MetricWatch(
             self.metric, self.detector, self.min_samples, self.history, self.delta,
-            self.ph_allowance, self.ph_threshold,
+            self.ph_allowance, self.ph_threshold, self.min_changed,
         )  # fmt: skip
 
     def _page_hinkley(self) -> Any:
@@ -172,15 +178,21 @@ class MetricWatch:
         if self._detector is None:
             return None
         self._detector.update(value)
-        if not self._detector.drift_detected or self.baseline is None:
+        if self._detector.drift_detected:
+            self._pending = True
+        if not self._pending or self.baseline is None:
             return None
         values = list(self.values)
         split = _change_point([v for _, v in values])
         if split is None:
             return None
         older, recent = values[:split], values[split:]
-        before = sum(v for _, v in older) / len(older)
-        after = sum(v for _, v in recent) / len(recent)
+        if len(recent) < self.min_changed:
+            return None  # a detection waits until the changed stretch is long enough to size
+        self._pending = False
+        # Trimmed means: a few mispaired runs (a missed off doubles a run) must not make a change.
+        before = _trimmed_mean([v for _, v in older])
+        after = _trimmed_mean([v for _, v in recent])
         if abs(after - before) < METRICS[self.metric][2] * max(abs(before), 1e-9):
             return None
         # The changed stretch is the new normal: start the history again from it.
@@ -189,6 +201,18 @@ class MetricWatch:
         if self.detector == "page_hinkley":
             self._detector = self._page_hinkley()
         return before, after, recent[0][0]
+
+
+def _trimmed_mean(values: list[float], cut: float = 0.1) -> float:
+    """The mean without the lowest and highest `cut` of the values.
+
+    >>> _trimmed_mean([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 100.0])
+    5.5
+    """
+    ordered = sorted(values)
+    k = int(len(ordered) * cut)
+    kept = ordered[k : len(ordered) - k] or ordered
+    return sum(kept) / len(kept)
 
 
 def _change_point(values: list[float], min_side: int = 3) -> int | None:
