@@ -204,13 +204,15 @@ class MetricWatch:
 
 
 def _trimmed_mean(values: list[float], cut: float = 0.1) -> float:
-    """The mean without the lowest and highest `cut` of the values.
+    """The mean without the lowest and highest `cut` of the values (at least one each from 5 on).
 
     >>> _trimmed_mean([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 100.0])
     5.5
+    >>> round(_trimmed_mean([14.2, 13.6, 47.9, 14.9, 13.8]), 2)
+    14.3
     """
     ordered = sorted(values)
-    k = int(len(ordered) * cut)
+    k = max(int(len(ordered) * cut), 1 if len(ordered) >= 5 else 0)
     kept = ordered[k : len(ordered) - k] or ordered
     return sum(kept) / len(kept)
 
