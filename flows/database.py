@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from nilm.schema import SCHEMA_SQL
+from nilm.schema import MIGRATIONS_SQL, SCHEMA_SQL
 
 __all__ = ["DatabaseLocked", "open_database"]
 
@@ -39,4 +39,5 @@ def open_database(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyC
         raise
     if not read_only:
         con.execute(SCHEMA_SQL)
+        con.execute(MIGRATIONS_SQL)
     return con

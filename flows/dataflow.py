@@ -128,7 +128,11 @@ def get_flow(
     learned = op.stateful(
         "learn",
         learner_in,
-        lambda resume: ObjectStep(resume, lambda item: HomeLearner(item[1].home_id), _learn),
+        lambda resume: ObjectStep(
+            resume,
+            lambda item: HomeLearner(item[1].home_id, utc_offset_s=settings.utc_offset_s),
+            _learn,
+        ),
     )
     # (home_id, [TableRow])
     rows = op.flat_map("table_rows", learned, lambda kv: kv[1])

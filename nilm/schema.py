@@ -6,7 +6,7 @@ key that makes writes idempotent, so at-least-once delivery stores each row once
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_SQL", "TABLES"]
+__all__ = ["MIGRATIONS_SQL", "SCHEMA_SQL", "TABLES"]
 
 TABLES = ("readings", "rejected", "events", "labels", "activations", "alerts", "clusters")
 
@@ -100,4 +100,12 @@ CREATE TABLE IF NOT EXISTS clusters (
     last_seen TIMESTAMPTZ,
     name VARCHAR
 );
+"""
+
+# Columns added after the first release, for database files made before them.
+MIGRATIONS_SQL = """
+ALTER TABLE activations ADD COLUMN IF NOT EXISTS off_power_w DOUBLE;
+ALTER TABLE activations ADD COLUMN IF NOT EXISTS duration_s DOUBLE;
+ALTER TABLE activations ADD COLUMN IF NOT EXISTS abandoned BOOLEAN DEFAULT FALSE;
+ALTER TABLE clusters ADD COLUMN IF NOT EXISTS first_seen TIMESTAMPTZ;
 """

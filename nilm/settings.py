@@ -50,6 +50,8 @@ class Settings:
     dashboard_port: int = 5006
     dashboard_token: str = ""
     label_poll_s: float = 1.0
+    # The home's offset from UTC, for the time-of-day feature (fixed: a DST change shifts it).
+    utc_offset_s: int = 0
     agent: AgentSettings = field(default_factory=AgentSettings)
 
 
