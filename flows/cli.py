@@ -96,9 +96,25 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from flows.eval import run_eval
+    from nilm.parsing import parse_timestamp
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    result = run_eval([Path(p) for p in args.readings], Path(args.truth), args.label_budget, models)
+    holdout = [d.strip() for d in args.holdout.split(",") if d.strip()] if args.holdout else None
+    degraded = {}
+    for item in args.degraded or []:
+        device, sep, since = item.partition("@")
+        if not sep:
+            raise ValueError(f"--degraded {item!r}: write DEVICE@TIME, e.g. fridge@2026-01-12")
+        degraded[device] = parse_timestamp(since)
+    result = run_eval(
+        [Path(p) for p in args.readings],
+        Path(args.truth),
+        args.label_budget,
+        models,
+        holdout=holdout,
+        degraded=degraded or None,
+        settings=_settings(args),
+    )
     print(json.dumps(result, indent=2, default=float))
     return 0
 
@@ -145,8 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--days", type=float, default=None, help="stop after this many days")
     p.add_argument("--no-dashboard", action="store_true")
-    p.add_argument("--confirm-per-device", type=int, default=3,
-                   help="events of each device a simulated user confirms after the history")
+    p.add_argument(
+        "--confirm-per-device",
+        type=int,
+        default=3,
+        help="events of each device a simulated user confirms after the history",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="the long-lived flow on the Pi agent's readings")
@@ -172,6 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", required=True)
     p.add_argument("--label-budget", type=int, default=10)
     p.add_argument("--models", default=None, help="comma-separated: river,xgboost,cnn,lstm")
+    p.add_argument(
+        "--holdout",
+        default=None,
+        help="devices never labelled, comma-separated (default: those first seen "
+        "after a third of the span)",
+    )
+    p.add_argument(
+        "--degraded",
+        action="append",
+        metavar="DEVICE@TIME",
+        help="a device that starts degrading at TIME, for the drift delay",
+    )
+    p.add_argument("--config", help="settings TOML")
     p.set_defaults(func=cmd_eval)
     return parser
 
