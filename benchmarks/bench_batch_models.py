@@ -57,9 +57,11 @@ def main() -> None:
         truth += day_truth
     detector = HomeEventDetector("home")
     events = [e for b in batches for e in detector.update(b)] + detector.flush()
-    print(f"# {args.days:g} simulated days (seed {args.seed}): {sum(len(b) for b in batches)} "
-          f"readings, {len(truth)} true switches, {len(events)} detected events "
-          f"({time.perf_counter() - t0:.1f} s)")
+    print(
+        f"# {args.days:g} simulated days (seed {args.seed}): {sum(len(b) for b in batches)} "
+        f"readings, {len(truth)} true switches, {len(events)} detected events "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
     windows = event_windows(batches, events)
     specs = batch_specs(args.models.split(","))
     for budget in (int(b) for b in args.budgets.split(",")):
@@ -68,10 +70,12 @@ def main() -> None:
         online = stream.online_result["classification"]
         results = run_batch_models(stream, windows, specs, args.retrain_hours * 3600.0, args.seed)
         scored = results[0].scored
-        print(f"\n## budget {budget} labels per device: {len(stream.confirmations)} confirmations, "
-              f"{scored} events scored (online evaluation scored {online['n_scored']}), "
-              f"held out: {stream.online_result['novelty']['holdout']}, "
-              f"retrain every {args.retrain_hours:g} h ({time.perf_counter() - t1:.0f} s)")
+        print(
+            f"\n## budget {budget} labels per device: {len(stream.confirmations)} confirmations, "
+            f"{scored} events scored (online evaluation scored {online['n_scored']}), "
+            f"held out: {stream.online_result['novelty']['holdout']}, "
+            f"retrain every {args.retrain_hours:g} h ({time.perf_counter() - t1:.0f} s)"
+        )
         print(format_table(results))
         serving(stream, windows)
 
@@ -84,15 +88,20 @@ def serving(stream: LabelledStream, windows: list[EventWindow], n: int = 300) ->
     confs = [c for c in stream.confirmations if c.event_id in rows]
     samples = EventSamples.from_dicts(
         [stream.features[rows[c.event_id]] for c in confs],
-        [by_id[c.event_id].values for c in confs], names,
+        [by_id[c.event_id].values for c in confs],
+        names,
     )
-    queries = [stream.features[i] | window_features(by_id[e.event_id])
-               for i, e in enumerate(stream.events[:n])]
+    queries = [
+        stream.features[i] | window_features(by_id[e.event_id])
+        for i, e in enumerate(stream.events[:n])
+    ]
     cells = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("xgboost", "cnn", "lstm"):
-            path = save_model(make_model(kind).fit(samples, [c.device for c in confs]),
-                              Path(tmp) / f"{kind}.model")
+            path = save_model(
+                make_model(kind).fit(samples, [c.device for c in confs]),
+                Path(tmp) / f"{kind}.model",
+            )
             served = ServedModel(path)
             t0 = time.perf_counter()
             for x in queries:
@@ -102,8 +111,10 @@ def serving(stream: LabelledStream, windows: list[EventWindow], n: int = 300) ->
             served.stamp = None
             served.reload()
             reload_ms = (time.perf_counter() - t0) * 1e3
-            cells.append(f"{kind} {per_event:.0f} µs/event (reload {reload_ms:.1f} ms, "
-                         f"{path.stat().st_size / 1024:.0f} KiB)")
+            cells.append(
+                f"{kind} {per_event:.0f} µs/event (reload {reload_ms:.1f} ms, "
+                f"{path.stat().st_size / 1024:.0f} KiB)"
+            )
     print("served from a file, one event at a time: " + "; ".join(cells))
 
 

@@ -94,8 +94,9 @@ class _RecordingLearner:
             self.features[event.event_id] = dict(seen.x)
             # Labels are learned only in on_label, so the classifier answers as it did inside.
             proba = self.inner.classifier.predict_proba_one(seen.x)
-            self.answers[event.event_id] = max(sorted(proba), key=lambda d: proba[d]) if proba \
-                else None
+            self.answers[event.event_id] = (
+                max(sorted(proba), key=lambda d: proba[d]) if proba else None
+            )
         return rows
 
     def on_label(self, label: Label) -> list[TableRow]:
@@ -163,7 +164,9 @@ def labelled_stream(
 
 
 def event_windows(
-    batches: Iterable[ReadingBatch], events: Sequence[Event], before_s: int = 30,
+    batches: Iterable[ReadingBatch],
+    events: Sequence[Event],
+    before_s: int = 30,
     after_s: int = 90,
 ) -> list[EventWindow]:
     """Each event's window, cut as the readings stream past (one `EventWindower` per home)."""
@@ -187,7 +190,7 @@ def event_windows(
         cursor[home] = stop
         out += w.update(batch, pending[start:stop])
     for home, w in windowers.items():
-        late = by_home.get(home, [])[cursor.get(home, 0):]
+        late = by_home.get(home, [])[cursor.get(home, 0) :]
         w.update(ReadingBatch.empty(home), late)
         out += w.flush()
     return out
@@ -205,15 +208,25 @@ def run_batch_models(
     by_id = {w.event_id: w.values for w in windows}
     missing = [e.event_id for e in stream.events if e.event_id not in by_id]
     if missing:
-        raise ValueError(f"{len(missing)} events have no window (first {missing[0]}): give "
-                         "readings that cover every event")
+        raise ValueError(
+            f"{len(missing)} events have no window (first {missing[0]}): give "
+            "readings that cover every event"
+        )
     samples = EventSamples.from_dicts(
-        stream.features, [by_id[e.event_id] for e in stream.events],
+        stream.features,
+        [by_id[e.event_id] for e in stream.events],
         names=sorted({k for x in stream.features for k in x}),
     )
     return compare(
-        stream.events, samples, stream.features, stream.truth, stream.confirmations, specs,
-        retrain_every_s=retrain_every_s, seed=seed, clock=clock,
+        stream.events,
+        samples,
+        stream.features,
+        stream.truth,
+        stream.confirmations,
+        specs,
+        retrain_every_s=retrain_every_s,
+        seed=seed,
+        clock=clock,
         fixed={ONLINE: stream.online, ONLINE_CLASSIFIER: stream.online_classifier},
     )
 

@@ -69,8 +69,14 @@ class CnnClassifier(WindowNetworkClassifier):
 
     kind = "cnn"
 
-    def __init__(self, imbalance: str = "none", seed: int = 0, width: int = 16,
-                 batch_norm: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        imbalance: str = "none",
+        seed: int = 0,
+        width: int = 16,
+        batch_norm: bool = True,
+        **options: Any,
+    ) -> None:
         super().__init__(imbalance, seed, **options)
         self.width = width
         self.batch_norm = batch_norm

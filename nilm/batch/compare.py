@@ -255,15 +255,15 @@ def compare(
     order = sorted(range(n), key=lambda i: to_epoch_us(events[i].ts))
     times = [to_epoch_us(events[i].ts) for i in order]
     row_of = {events[i].event_id: i for i in range(n)}
-    confs = sorted(
-        (c for c in confirmations if c.event_id in row_of), key=lambda c: c.available_us
-    )
+    confs = sorted((c for c in confirmations if c.event_id in row_of), key=lambda c: c.available_us)
     if len(confs) < len(confirmations):
-        log.warning("%d confirmations name no event of the stream; ignored",
-                    len(confirmations) - len(confs))
+        log.warning(
+            "%d confirmations name no event of the stream; ignored", len(confirmations) - len(confs)
+        )
     confirmed = {c.event_id for c in confs}
     scored = [
-        k for k, i in enumerate(order)
+        k
+        for k, i in enumerate(order)
         if truth[i] is not None and events[i].event_id not in confirmed
     ]
     truth_scored = [str(truth[order[k]]) for k in scored]
@@ -299,13 +299,20 @@ def compare(
             for k, device in zip(range(start, stop), labels, strict=True):
                 predicted[k] = device
         macro, per_device, late_macro = score(predicted)
-        results.append(ModelResult(
-            spec.name, macro, per_device, late_macro, len(scored), len(train_s),
-            points[-1][1] if points else 0,
-            float(np.sum(train_s)) if train_s else 0.0,
-            train_s[-1] if train_s else 0.0,
-            1e6 * predict_s / max(n - (points[0][0] if points else n), 1),
-        ))
+        results.append(
+            ModelResult(
+                spec.name,
+                macro,
+                per_device,
+                late_macro,
+                len(scored),
+                len(train_s),
+                points[-1][1] if points else 0,
+                float(np.sum(train_s)) if train_s else 0.0,
+                train_s[-1] if train_s else 0.0,
+                1e6 * predict_s / max(n - (points[0][0] if points else n), 1),
+            )
+        )
         log.info("%s: macro-F1 %.3f over %d events", spec.name, macro, len(scored))
 
     for name, factory in (online or {}).items():
@@ -326,18 +333,39 @@ def compare(
             predict_s += tick() - t0
             predicted[k] = max(proba, key=lambda d: proba[d]) if proba else None
         macro, per_device, late_macro = score(predicted)
-        results.append(ModelResult(
-            name, macro, per_device, late_macro, len(scored), learned, learned, learn_s,
-            learn_s / max(learned, 1), 1e6 * predict_s / max(n, 1),
-        ))
+        results.append(
+            ModelResult(
+                name,
+                macro,
+                per_device,
+                late_macro,
+                len(scored),
+                learned,
+                learned,
+                learn_s,
+                learn_s / max(learned, 1),
+                1e6 * predict_s / max(n, 1),
+            )
+        )
     for name, answers in (fixed or {}).items():
         if len(answers) != n:
             raise ValueError(f"{name}: {len(answers)} answers for {n} events")
         macro, per_device, late_macro = score([answers[i] for i in order])
         nan = float("nan")
-        results.append(ModelResult(
-            name, macro, per_device, late_macro, len(scored), 0, len(confs), nan, nan, nan,
-        ))
+        results.append(
+            ModelResult(
+                name,
+                macro,
+                per_device,
+                late_macro,
+                len(scored),
+                0,
+                len(confs),
+                nan,
+                nan,
+                nan,
+            )
+        )
     return results
 
 
@@ -351,8 +379,10 @@ def format_table(results: Sequence[ModelResult], devices: Sequence[str] | None =
         return "(no models)"
     names = list(devices) if devices is not None else sorted(results[0].per_device)
     short = [d[:8] for d in names]
-    head = (f"{'model':<20} {'macroF1':>7} {'late':>5} {'train s':>8} {'last s':>7} {'pred us':>8} "
-            + " ".join(f"{s:>8}" for s in short))
+    head = (
+        f"{'model':<20} {'macroF1':>7} {'late':>5} {'train s':>8} {'last s':>7} {'pred us':>8} "
+        + " ".join(f"{s:>8}" for s in short)
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         cells = " ".join(f"{r.per_device.get(d, float('nan')):>8.2f}" for d in names)

@@ -54,8 +54,14 @@ class LstmClassifier(WindowNetworkClassifier):
 
     kind = "lstm"
 
-    def __init__(self, imbalance: str = "none", seed: int = 0, hidden: int = 32, pool_s: int = 3,
-                 **options: Any) -> None:
+    def __init__(
+        self,
+        imbalance: str = "none",
+        seed: int = 0,
+        hidden: int = 32,
+        pool_s: int = 3,
+        **options: Any,
+    ) -> None:
         super().__init__(imbalance, seed, **options)
         self.hidden = hidden
         self.pool_s = pool_s

@@ -69,9 +69,7 @@ class EventSamples:
         return EventSamples(self.features[index], self.windows[index], self.feature_names)
 
     @classmethod
-    def from_events(
-        cls, events: Sequence[Event], windows: Sequence[EventWindow]
-    ) -> EventSamples:
+    def from_events(cls, events: Sequence[Event], windows: Sequence[EventWindow]) -> EventSamples:
         """Samples of events and their windows (matched by event id, in `events` order)."""
         by_id = {w.event_id: w for w in windows}
         missing = [e.event_id for e in events if e.event_id not in by_id]
@@ -129,8 +127,10 @@ class BatchClassifier(ABC):
     def fit(self, samples: EventSamples, y: Sequence[str]) -> BatchClassifier:
         """Train from scratch on `samples` labelled `y`; returns self."""
         if len(samples) != len(y) or len(y) == 0:
-            raise ValueError(f"fit needs one label per sample and at least one; got "
-                             f"{len(samples)} samples and {len(y)} labels")
+            raise ValueError(
+                f"fit needs one label per sample and at least one; got "
+                f"{len(samples)} samples and {len(y)} labels"
+            )
         self.classes_ = tuple(sorted(set(y)))
         self.feature_names_ = samples.feature_names
         self.window_shape_ = (int(samples.windows.shape[1]), int(samples.windows.shape[2]))

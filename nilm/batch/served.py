@@ -131,8 +131,9 @@ class ServedModel:
         try:
             model = load_model(self.path)
         except (OSError, ValueError, pickle.UnpicklingError, EOFError) as err:
-            log.warning("cannot load batch model %s (%s); keeping the one in service",
-                        self.path, err)
+            log.warning(
+                "cannot load batch model %s (%s); keeping the one in service", self.path, err
+            )
             return False
         self.model, self.stamp = model, stamp
         log.info("serving %s from %s (%d devices)", model.name, self.path, len(model.classes_))
@@ -156,10 +157,8 @@ class ServedModel:
         row = np.array(
             [[float(x.get(name, 0.0)) for name in model.feature_names_]], dtype=np.float64
         )
-        windows = (window if window is not None else np.zeros((channels, samples), np.float32))
-        proba = model.predict_proba(
-            EventSamples(row, windows[None, ...], model.feature_names_)
-        )[0]
+        windows = window if window is not None else np.zeros((channels, samples), np.float32)
+        proba = model.predict_proba(EventSamples(row, windows[None, ...], model.feature_names_))[0]
         return {device: float(p) for device, p in zip(model.classes_, proba, strict=True)}
 
     def predict_one(self, x: Mapping[str, float]) -> str | None:
@@ -168,8 +167,13 @@ class ServedModel:
         return max(proba, key=lambda d: proba[d]) if proba else None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "check_every": self.check_every, "model": self.model,
-                "stamp": self.stamp, "calls": self.calls}
+        return {
+            "path": self.path,
+            "check_every": self.check_every,
+            "model": self.model,
+            "stamp": self.stamp,
+            "calls": self.calls,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

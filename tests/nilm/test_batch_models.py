@@ -42,9 +42,11 @@ DEVICES = (
     ("charger", "ab", 1400.0, 0.99, 1.0, 12, 0.0),
     ("washer", "b", 400.0, 0.62, 2.0, 0, 120.0),
 )
-FAST = {"cnn": {"min_steps": 120, "width": 8},
-        "lstm": {"min_steps": 120, "hidden": 12, "pool_s": 4},
-        "xgboost": {"n_estimators": 40}}
+FAST = {
+    "cnn": {"min_steps": 120, "width": 8},
+    "lstm": {"min_steps": 120, "hidden": 12, "pool_s": 4},
+    "xgboost": {"n_estimators": 40},
+}
 
 
 def _home(counts: tuple[int, ...], seed: int = 0, gap_s: int = 240):
@@ -255,8 +257,10 @@ def test_compare_never_peeks_at_later_labels():
 def test_compare_reports_every_model_with_times_and_per_device_f1():
     events, samples, dicts, names = _stream()
     conf = budget_confirmations(events, names, budget=4)
-    specs = [ModelSpec("xgboost", "class_weight", FAST["xgboost"]),
-             ModelSpec("cnn", "focal", FAST["cnn"])]
+    specs = [
+        ModelSpec("xgboost", "class_weight", FAST["xgboost"]),
+        ModelSpec("cnn", "focal", FAST["cnn"]),
+    ]
 
     class Nearest:
         """A minimal online model: the nearest labelled step size."""
@@ -274,8 +278,17 @@ def test_compare_reports_every_model_with_times_and_per_device_f1():
             return {device: 1.0}
 
     ticks = iter(range(10**6))
-    results = compare(events, samples, dicts, names, conf, specs, online={"nearest": Nearest},
-                      retrain_every_s=900, clock=lambda: float(next(ticks)))
+    results = compare(
+        events,
+        samples,
+        dicts,
+        names,
+        conf,
+        specs,
+        online={"nearest": Nearest},
+        retrain_every_s=900,
+        clock=lambda: float(next(ticks)),
+    )
     assert [r.name for r in results] == ["xgboost/class_weight", "cnn/focal", "nearest"]
     for r in results:
         assert set(r.per_device) == {"fridge", "heater", "charger", "washer"}
@@ -333,11 +346,14 @@ def test_save_refuses_an_unfitted_model_and_load_a_foreign_file(tmp_path):
 
 
 def test_importing_the_core_and_the_batch_package_stays_light():
-    code = ("import sys, nilm, nilm.batch, nilm.batch.compare, nilm.batch.served; "
-            "print(sorted(m for m in ('torch', 'xgboost', 'imblearn', 'sklearn') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import sys, nilm, nilm.batch, nilm.batch.compare, nilm.batch.served; "
+        "print(sorted(m for m in ('torch', 'xgboost', 'imblearn', 'sklearn') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 
@@ -348,7 +364,11 @@ def test_batch_specs_expand_kinds_and_refuse_unknown_names():
     from flows.batch_eval import batch_specs, is_batch_model
 
     assert [s.name for s in batch_specs(["lstm", "lstm:focal"])] == [
-        "lstm/none", "lstm/smote", "lstm/class_weight", "lstm/focal"]
+        "lstm/none",
+        "lstm/smote",
+        "lstm/class_weight",
+        "lstm/focal",
+    ]
     assert not is_batch_model("river")
     with pytest.raises(ValueError, match="no imbalance option"):
         batch_specs(["xgboost:focal"])
@@ -375,18 +395,21 @@ def test_eval_section_scores_batch_models_on_the_online_runs_events_and_labels()
     confirmed = {c.event_id for c in stream.confirmations}
     # Every confirmation is of an event that happened before it was given.
     when = {e.event_id: e.ts for e in stream.events}
-    assert all(c.available_us >= int(when[c.event_id].timestamp() * 1e6)
-               for c in stream.confirmations)
+    assert all(
+        c.available_us >= int(when[c.event_id].timestamp() * 1e6) for c in stream.confirmations
+    )
     windows = event_windows(batches, stream.events)
     assert {w.event_id for w in windows} == {e.event_id for e in stream.events}
     # Scored as nilm.evaluation scores: the online answers give its macro-F1 back.
     (river, _) = run_batch_models(stream, windows, [])
     assert river.name == "river"
-    assert river.macro_f1 == pytest.approx(stream.online_result["classification"]["macro_f1"],
-                                           abs=1e-4)
+    assert river.macro_f1 == pytest.approx(
+        stream.online_result["classification"]["macro_f1"], abs=1e-4
+    )
 
-    section, table = batch_models_section(batches, events, truth, 5, ["river", "xgboost:smote"],
-                                          retrain_every_s=1800)
+    section, table = batch_models_section(
+        batches, events, truth, 5, ["river", "xgboost:smote"], retrain_every_s=1800
+    )
     assert list(section) == ["xgboost:smote"]
     figures = section["xgboost:smote"]
     online = stream.online_result["classification"]
