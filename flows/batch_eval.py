@@ -240,18 +240,23 @@ def batch_models_section(
     holdout: Sequence[str] | None = None,
     retrain_every_s: float = 6 * 3600.0,
     seed: int = 0,
+    learner_factory: Callable[[str], HomeLearner] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """`{name: {"macro_f1", "per_device", ...}}` for each batch model name, and the table.
 
     The table has a row per model and imbalance option, then the online learner's rows (`river`
     as the flow answers, `river:classifier` before novelty gating) on the same events. The
     readings `batches` must cover the events (their windows are cut from them).
+    `learner_factory` builds the online learner whose run decides the labels (default: the
+    flow's `HomeLearner(home_id, seed=seed)`); pass the one the online figures used.
     """
     names = [m for m in models if is_batch_model(m)]
     specs = batch_specs(names)
     if not specs:
         return {}, ""
-    stream = labelled_stream(events, truth, label_budget, holdout=holdout, seed=seed)
+    stream = labelled_stream(
+        events, truth, label_budget, holdout=holdout, seed=seed, learner_factory=learner_factory
+    )
     windows = event_windows(batches, stream.events)
     results = run_batch_models(stream, windows, specs, retrain_every_s, seed)
     by_spec = {r.name: r.as_dict() for r in results}
