@@ -50,7 +50,7 @@ class DashboardApp:
         self.tabs = pn.Tabs(
             ("Live", self.live),
             *((page, self._slots[page]) for page in PAGES[1:]),
-            dynamic=True,
+            dynamic=False,  # every page stays rendered once built: no re-render, no lost zoom
             sizing_mode="stretch_width",
         )
         self.selection.param.watch(self._go_to_page, "page")

@@ -148,6 +148,11 @@ def _deep(driver: Any, css: str) -> list[Any]:
     return list(driver.execute_script(DEEP, css))
 
 
+def _visible(driver: Any, css: str) -> list[Any]:
+    """Elements on the page in sight (the other pages stay in the document, hidden)."""
+    return [e for e in _deep(driver, css) if e.is_displayed()]
+
+
 def _sources(driver: Any, *columns: str) -> list[dict[str, list[Any]]]:
     return list(driver.execute_script(SOURCES, list(columns)))
 
@@ -210,21 +215,21 @@ def _walk_through(demo: str, browser: Any) -> None:
         0,
     )
     chosen = rows[pick]
-    table_rows = _until("the queue's rows render", lambda: _deep(browser, ".tabulator-row"), 15)
+    table_rows = _until("the queue's rows render", lambda: _visible(browser, ".tabulator-row"), 15)
     _click(browser, table_rows[pick])
     name_box = _until(
-        "the new-device box", lambda: _deep(browser, "input[placeholder='e.g. kettle']"), 10
+        "the new-device box", lambda: _visible(browser, "input[placeholder='e.g. kettle']"), 10
     )[0]
     driver_scroll = "arguments[0].scrollIntoView({block: 'center'});"
     browser.execute_script(driver_scroll, name_box)
     name_box.clear()
     name_box.send_keys(NEW_DEVICE)
     name_box.send_keys("\t")  # commit the value, as leaving the box does
-    button = next(b for b in _deep(browser, "button") if b.text.strip() == "Name new device")
+    button = next(b for b in _visible(browser, "button") if b.text.strip() == "Name new device")
     _click(browser, button)
     _until(
         "the page confirms the label",
-        lambda: any("Stored:" in e.text for e in _deep(browser, ".alert-success")),
+        lambda: any("Stored:" in e.text for e in _visible(browser, ".alert-success")),
         15,
     )
     labelled = _until(
@@ -257,26 +262,40 @@ def _walk_through(demo: str, browser: Any) -> None:
     _shot(browser, "3-events")
     took(f"{len(later)} later events predicted {NEW_DEVICE!r}")
 
-    # 4. The other pages render with the demo's data.
+    # 4. Click an event in the log: the chart shows the ten minutes around it.
+    rows = _until("the event log's rows render", lambda: _visible(browser, ".tabulator-row"), 15)
+    _click(browser, rows[0])
+
+    def zoomed() -> bool:
+        spans = [max(d["ts"]) - min(d["ts"]) for d in _sources(browser, "ts", "total_mean")]
+        active = [t.text.strip() for t in _deep(browser, ".bk-tab.bk-active")]
+        return active == ["Live"] and bool(spans) and 0 < spans[0] <= 10 * 60 * 1000
+
+    _until("clicking an event zooms the live chart to it", zoomed, 15)
+    _shot(browser, "4-zoomed-to-event")
+    took("zoomed to an event")
+
+    # 5. The other pages render with the demo's data.
     _tab(browser, "Devices")
-    _until("the devices page draws", lambda: _deep(browser, ".bk-Figure, .bk-Canvas"), 15)
+    _until("the devices page draws", lambda: _visible(browser, ".bk-Canvas"), 15)
     _until(
         "the devices table lists devices",
         lambda: any(s["device"] for s in _sources(browser, "kwh", "device", "share")),
         20,
     )
-    _shot(browser, "4-devices")
+    _shot(browser, "5-devices")
     took("devices page")
     _tab(browser, "Unknowns & health")
     _until(
         "the unknowns and health page draws",
         lambda: (
-            {"Health alerts", "Unknown devices"} <= {h.text.strip() for h in _deep(browser, "h3")}
+            {"Health alerts", "Unknown devices"}
+            <= {h.text.strip() for h in _visible(browser, "h3")}
         ),
         20,
     )
-    _until("its tables fill in", lambda: _deep(browser, ".tabulator-row"), 15)
-    _shot(browser, "5-unknowns-health")
+    _until("its tables fill in", lambda: _visible(browser, ".tabulator-row"), 15)
+    _shot(browser, "6-unknowns-health")
     took("every page shown")
     errors = [
         entry["message"]
