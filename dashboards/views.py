@@ -58,7 +58,11 @@ LIVE_WINDOWS = {
 }
 # More markers than this hide the line; a long range shows the largest steps.
 MAX_MARKERS = 600
-_PALETTE = [c for i, c in enumerate(Category20[20]) if c not in ("#7f7f7f", "#c7c7c7")]
+# Category20 comes in dark/light pairs of one hue: use the ten dark ones first, so devices
+# seen early differ clearly; grey is kept for unknown.
+_PALETTE = [
+    c for c in (*Category20[20][::2], *Category20[20][1::2]) if c not in ("#7f7f7f", "#c7c7c7")
+]
 
 
 def _naive(ts: datetime) -> datetime:
