@@ -572,7 +572,7 @@ class DataStore:
         if row is None:
             raise UnknownEvent(
                 f"Event {event_id!r} does not exist in this database (a replay or clean-up may "
-                "have removed it). Refresh the list and pick another event."
+                "have removed it). Check the id, or refresh the list and pick another event."
             )
         if home_id is not None and home_id != row[0]:
             raise UnknownEvent(
