@@ -78,7 +78,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from dashboards.serve import run_dashboard_command
 
     settings = _settings(args, dashboard_port=args.port, dashboard_host=args.host)
-    return int(run_dashboard_command(args.db, settings.dashboard_host, settings.dashboard_port))
+    return int(
+        run_dashboard_command(
+            args.db, settings.dashboard_host, settings.dashboard_port, settings=settings
+        )
+    )
 
 
 def cmd_label(args: argparse.Namespace) -> int:
