@@ -157,9 +157,7 @@ def peer_bayesian_changepoint(x: np.ndarray, defaults: bool = False) -> dict[str
 
     torch.set_num_threads(1)
     if defaults:  # as its docstring shows: StudentT() and a hazard of 1/250
-        det = OnlineChangepointDetector(
-            partial(constant_hazard, 250), StudentT(), max_run_length=R
-        )
+        det = OnlineChangepointDetector(partial(constant_hazard, 250), StudentT(), max_run_length=R)
     else:
         det = OnlineChangepointDetector(
             partial(constant_hazard, 1.0 / HAZARD),

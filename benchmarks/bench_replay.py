@@ -84,7 +84,10 @@ def main() -> int:
         with truth.open() as fh:
             expected = [
                 TruthEvent(
-                    datetime.fromisoformat(r["ts"]), r["device"], r["legs"], r["kind"],
+                    datetime.fromisoformat(r["ts"]),
+                    r["device"],
+                    r["legs"],
+                    r["kind"],
                     float(r["delta_p_w"]),
                 )
                 for r in csv.DictReader(fh)
