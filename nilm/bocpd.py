@@ -60,16 +60,15 @@ _NEG_BIG = -1.0e300  # stands for log(0); finite so that arithmetic on it stays 
 
 
 @jit
-def _vexp(y: FloatArray, out: FloatArray, kbits: IntArray) -> None:
-    """out = exp(y) for y <= 0 (values below -708 give 0), as a vectorisable polynomial.
+def _vexp_sum(y: FloatArray, shift: float, out: FloatArray, kbits: IntArray) -> float:
+    """out = exp(y - shift) for y <= shift, as a vectorisable polynomial; returns sum(out).
 
-    exp(y) = 2**k * exp(f) with k = round(y / ln 2) and |f| <= ln2 / 2; 2**k is built from its
-    exponent bits in a second loop.
+    exp(v) = 2**k * exp(f) with k = round(v / ln 2) and |f| <= ln2 / 2; 2**k is built from its
+    exponent bits in a second loop. Values below exp(-708) give 0.
     """
     n = y.shape[0]
     for i in range(n):
-        v = y[i]
-        v = max(v, -708.0)
+        v = max(y[i] - shift, -708.0)
         k = math.floor(v * _INV_LN2 + 0.5)
         f = v - k * _LN2
         # Taylor series of exp(f), |f| <= 0.347: degree 12 gives < 2e-16 relative error.
@@ -89,37 +88,10 @@ def _vexp(y: FloatArray, out: FloatArray, kbits: IntArray) -> None:
         out[i] = p
         kbits[i] = (np.int64(k) + 1023) << 52
     scale = kbits.view(np.float64)
-    for i in range(n):
-        out[i] = out[i] * scale[i]
-
-
-@jit
-def _vexp_sum(y: FloatArray, shift: float, out: FloatArray, kbits: IntArray) -> float:
-    """out = exp(y - shift) as `_vexp` does; returns the sum of out."""
-    n = y.shape[0]
-    for i in range(n):
-        v = max(y[i] - shift, -708.0)
-        k = math.floor(v * _INV_LN2 + 0.5)
-        f = v - k * _LN2
-        p = 1.0 / 479001600.0
-        p = p * f + 1.0 / 39916800.0
-        p = p * f + 1.0 / 3628800.0
-        p = p * f + 1.0 / 362880.0
-        p = p * f + 1.0 / 40320.0
-        p = p * f + 1.0 / 5040.0
-        p = p * f + 1.0 / 720.0
-        p = p * f + 1.0 / 120.0
-        p = p * f + 1.0 / 24.0
-        p = p * f + 1.0 / 6.0
-        p = p * f + 0.5
-        p = p * f + 1.0
-        p = p * f + 1.0
-        out[i] = p
-        kbits[i] = (np.int64(k) + 1023) << 52
-    scale = kbits.view(np.float64)
     total = 0.0
     for i in range(n):
-        total += out[i] * scale[i]
+        out[i] = out[i] * scale[i]
+        total += out[i]
     return total
 
 

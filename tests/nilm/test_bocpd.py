@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from nilm.bocpd import BOCPD, BocpdPrior, _vexp, _vlog
+from nilm.bocpd import BOCPD, BocpdPrior, _vexp_sum, _vlog
 
 
 def reference_posterior(
@@ -59,8 +59,9 @@ def test_fast_log_and_exp_match_libm():
     y = rng.uniform(-700.0, 0.0, 4096)
     out = np.empty_like(y)
     bits = np.empty(y.size, np.int64)
-    _vexp(y, out, bits)
-    np.testing.assert_allclose(out, np.exp(y), rtol=1e-13)
+    total = _vexp_sum(y, -1.0, out, bits)
+    np.testing.assert_allclose(out, np.exp(y + 1.0), rtol=1e-13)
+    assert total == pytest.approx(np.exp(y + 1.0).sum(), rel=1e-12)
     x = np.exp(rng.uniform(-60.0, 60.0, 4096))
     _vlog(x, out, bits)
     np.testing.assert_allclose(out, np.log(x), rtol=0, atol=1e-13)
