@@ -271,5 +271,4 @@ def batch_models_section(
                 o: by_spec[f"{kind}/{o}"] for o in IMBALANCE_OPTIONS[kind]
             }
     table = format_table(results)
-    log.info("batch models, %d labels per device:\n%s", label_budget, table)
     return section, table

@@ -118,6 +118,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         holdout=holdout,
         degraded=degraded or None,
         settings=_settings(args),
+        on_table=lambda table: print(table, file=sys.stderr),
     )
     print(json.dumps(result, indent=2, default=float))
     return 0

@@ -13,7 +13,7 @@ way are those the dataflow writes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -127,13 +127,16 @@ def run_eval(
     holdout: Sequence[str] | None = None,
     degraded: dict[str, datetime] | None = None,
     settings: Settings | None = None,
+    on_table: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Figures for `nilm eval` (see CONTRACT.md), as one JSON-ready dict.
 
     `models` adds `"models": {name: {"macro_f1", "per_device", ...}}`, one run per name of
-    `model_names()`. `holdout` names devices the simulated user never labels (default: those
-    first seen after the first third of the truth); `degraded` maps devices to the time they
-    start degrading (for the drift delay).
+    `model_names()` (online) or of the batch models (`xgboost`, `cnn`, `lstm`, optionally
+    `:IMBALANCE`), the batch ones retrained from the confirmations the online run had at each
+    point of the stream; `on_table` receives their comparison table as text. `holdout` names
+    devices the simulated user never labels (default: those first seen after the first third
+    of the truth); `degraded` maps devices to the time they start degrading (for the drift delay).
     """
     truth = read_truth_csv(Path(truth_path))
     batches = list(read_batches([Path(p) for p in readings_paths], settings))
@@ -142,8 +145,10 @@ def run_eval(
              sum(len(b) for b in batches), len(events), len(truth))  # fmt: skip
     result = evaluate_events(events, truth, label_budget, holdout=holdout, degraded=degraded)
     if models:
+        from flows.batch_eval import batch_models_section, is_batch_model
+
         result["models"] = {}
-        for name in models:
+        for name in [m for m in models if not is_batch_model(m)]:
             chosen, imbalance = _parse_model(name)
             r = evaluate_events(
                 events, truth, label_budget, chosen, imbalance, holdout=holdout, degraded=degraded
@@ -153,4 +158,13 @@ def run_eval(
                 "per_device": r["classification"]["per_device"],
                 "novelty_roc_auc": r["novelty"]["roc_auc"],
             }
+        batch_names = [m for m in models if is_batch_model(m)]
+        if batch_names:
+            section, table = batch_models_section(
+                batches, events, truth, label_budget, batch_names, holdout=holdout,
+                learner_factory=_learner_factory(DEFAULT_MODELS, "none", 0),
+            )  # fmt: skip
+            result["models"].update(section)
+            if on_table is not None:
+                on_table(table)
     return result

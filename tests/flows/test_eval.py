@@ -94,3 +94,17 @@ def test_a_label_mid_stream_reaches_the_learner_once_across_restarts(tmp_path: P
     later = [r for r in third if fridge_like(r)]
     assert later and later[0]["device"] == "fridge"
     assert later[0]["ts"] > fridge[-1]["ts"]
+
+
+def test_eval_compares_a_batch_model_on_the_same_events(recording: tuple[Path, Path]) -> None:
+    readings, truth = recording
+    tables: list[str] = []
+    result = run_eval(
+        [readings], truth, label_budget=5, models=["knn", "xgboost"], on_table=tables.append
+    )
+    xgb = result["models"]["xgboost"]
+    # In one day only the frequent devices have events left after their five labels.
+    devices = len(xgb["per_device"])
+    assert devices >= 2 and xgb["macro_f1"] > 1.0 / devices + 0.2  # well above chance
+    assert set(xgb["by_imbalance"]) == {"none", "smote", "class_weight"}
+    assert "xgboost/smote" in tables[0] and "river" in tables[0]
