@@ -18,6 +18,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
 from bytewax.outputs import Sink
 
+from nilm.batch.windows import PairedWindower, window_row
 from nilm.detection import HomeEventDetector
 from nilm.learning import HomeLearner, TableRow
 from nilm.records import Event, Label, ReadingBatch, ReadingChunk, Rejection
@@ -28,6 +29,8 @@ __all__ = ["get_flow"]
 
 Validated = tuple[ReadingBatch, list[Rejection]]
 LearnerInput = tuple[str, Event | Label]
+# ("readings", home_id, ReadingBatch) | ("events", home_id, the detector's answer to one batch)
+WindowsInput = tuple[str, str, Any]
 
 
 S = TypeVar("S")
@@ -79,6 +82,16 @@ def _learn(learner: HomeLearner, item: LearnerInput) -> list[TableRow]:
     if isinstance(value, Label):
         return learner.on_label(value)
     return learner.on_event(value)
+
+
+def _window(windower: PairedWindower, item: WindowsInput) -> list[TableRow]:
+    kind, _home, value = item
+    windows = windower.on_readings(value) if kind == "readings" else windower.on_events(value)
+    return [window_row(w) for w in windows]
+
+
+def _flush_windows(windower: PairedWindower) -> list[TableRow]:
+    return [window_row(w) for w in windower.flush()]
 
 
 def get_flow(
@@ -137,5 +150,21 @@ def get_flow(
     # (home_id, [TableRow])
     rows = op.flat_map("table_rows", learned, lambda kv: kv[1])
     # (table, row)
-    op.output("db", op.merge("all_rows", stored, rejected, rows), sink)
+    windows_in = op.merge(
+        "windows_in",
+        op.map("window_readings", accepted, lambda kv: (kv[0], ("readings", kv[0], kv[1]))),
+        op.map("window_events", detected, lambda kv: (kv[0], ("events", kv[0], kv[1]))),
+    )
+    # (home_id, ("readings" | "events", home_id, ReadingBatch | [Event]))
+    windowed = op.stateful(
+        "windows",
+        windows_in,
+        lambda resume: ObjectStep(
+            resume, lambda item: PairedWindower(item[1]), _window, _flush_windows
+        ),
+    )
+    # (home_id, [("event_windows", row)])
+    window_rows = op.flat_map("window_rows", windowed, lambda kv: kv[1])
+    # ("event_windows", row)
+    op.output("db", op.merge("all_rows", stored, rejected, rows, window_rows), sink)
     return flow

@@ -30,6 +30,7 @@ _KEYS = {
     "activations": "activation_id",
     "alerts": "alert_id",
     "clusters": "cluster_id",
+    "event_windows": "event_id",
 }
 # A confirmed label is the truth: a later prediction for the same event must not replace it.
 _KEEP_WHEN_LABELLED = {"device", "confidence", "labelled"}
@@ -86,11 +87,14 @@ def _upsert(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
         if table == "events" and c in _KEEP_WHEN_LABELLED:
             updates.append(f"{c} = CASE WHEN events.labelled THEN events.{c} ELSE excluded.{c} END")
         else:
-            updates.append(f"{c} = excluded.{c}")
+            updates.append(f'"{c}" = excluded."{c}"')
     # One INSERT … SELECT over an Arrow table: executemany ran row by row, 20 ms a row.
+    # A list of floats (event_windows.window) arrives as an Arrow list<double> and is cast to
+    # the column's FLOAT[]; names are quoted because `window` is an SQL keyword.
     incoming = pa.Table.from_pylist(list(latest.values()))
+    names = ", ".join(f'"{c}"' for c in columns)
     sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} "
+        f"INSERT INTO {table} ({names}) SELECT {names} "
         f"FROM incoming_rows ON CONFLICT ({key}) DO UPDATE SET {', '.join(updates)}"
     )
     cur.register("incoming_rows", incoming)

@@ -109,3 +109,18 @@ ALTER TABLE activations ADD COLUMN IF NOT EXISTS duration_s DOUBLE;
 ALTER TABLE activations ADD COLUMN IF NOT EXISTS abandoned BOOLEAN DEFAULT FALSE;
 ALTER TABLE clusters ADD COLUMN IF NOT EXISTS first_seen TIMESTAMPTZ;
 """
+
+# Each event's power trajectory (`nilm.batch.windows.window_row`): `window` holds `channels` rows
+# of `samples` values, channel-major, from `before_s` seconds before the event's second
+# (`window` is an SQL keyword: quote it, "window").
+SCHEMA_SQL += """
+CREATE TABLE IF NOT EXISTS event_windows (
+    event_id VARCHAR PRIMARY KEY,
+    home_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    before_s INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    "window" FLOAT[] NOT NULL
+);
+"""

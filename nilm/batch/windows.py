@@ -15,6 +15,7 @@ models can be trained without re-reading readings.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +30,7 @@ __all__ = [
     "WINDOW_CHANNELS",
     "EventWindow",
     "EventWindower",
+    "PairedWindower",
     "extract_windows",
     "window_features",
     "window_from_features",
@@ -195,6 +197,78 @@ class EventWindower:
         if not ready or len(self.tail) == 0:
             return []
         return extract_windows(self.tail, ready, self.before_s, self.after_s, self.scale_w)
+
+
+class PairedWindower:
+    """An `EventWindower` fed by two streams: reading batches, and the detector's answer to each.
+
+    In the dataflow the readings reach the windows step straight from validation while their
+    events come through the detector, so a batch and the events found in it may arrive in either
+    order. The detector answers every batch with one list (empty when it found nothing), so the
+    k-th answer goes with the k-th batch: each is held only until its partner comes, then both
+    go to the `EventWindower` in stream order. Windows therefore do not depend on which stream
+    came first nor on how the readings were cut into batches (the windower itself keeps about
+    `before_s + latency_s` seconds of readings, plus those of events still waiting for their
+    `after_s` seconds).
+
+    Parameters
+    ----------
+    home_id, before_s, after_s, scale_w, latency_s
+        As in `EventWindower`.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> from nilm.records import READING_COLUMNS, Event
+    >>> def batch(lo, hi):
+    ...     cols = {c: np.full(hi - lo, 10.0) for c in READING_COLUMNS}
+    ...     return ReadingBatch("h", np.arange(lo, hi), np.arange(lo, hi) * 1_000_000, cols)
+    >>> e = Event("e", "h", datetime.fromtimestamp(50, UTC), "a", 500.0, 0.0, 500.0, 4.0, 0.0,
+    ...           10.0, 510.0, 500.0, 0.0, 120.0)
+    >>> w = PairedWindower("h")
+    >>> w.on_events([]), w.on_events([e]), w.on_readings(batch(0, 60))
+    ([], [], [])
+    >>> [x.event_id for x in w.on_readings(batch(60, 140))]
+    ['e']
+    """
+
+    def __init__(
+        self,
+        home_id: str,
+        before_s: int = 30,
+        after_s: int = 90,
+        scale_w: float = 100.0,
+        latency_s: int = 60,
+    ) -> None:
+        self.home_id = home_id
+        self.windower = EventWindower(home_id, before_s, after_s, scale_w, latency_s)
+        self.batches: deque[ReadingBatch] = deque()
+        self.answers: deque[list[Event]] = deque()
+
+    def on_readings(self, batch: ReadingBatch) -> list[EventWindow]:
+        """A batch of accepted readings; windows that became complete."""
+        if not self.answers:
+            self.batches.append(batch)
+            return []
+        return self.windower.update(batch, self.answers.popleft())
+
+    def on_events(self, events: Sequence[Event]) -> list[EventWindow]:
+        """The detector's answer to the next batch; windows that became complete."""
+        if not self.batches:
+            self.answers.append(list(events))
+            return []
+        return self.windower.update(self.batches.popleft(), events)
+
+    def flush(self) -> list[EventWindow]:
+        """At the end of the stream: every event's window, its missing end held."""
+        windows: list[EventWindow] = []
+        while self.batches:
+            windows += self.windower.update(self.batches.popleft())
+        while self.answers:
+            windows += self.windower.update(
+                ReadingBatch.empty(self.home_id), self.answers.popleft()
+            )
+        return windows + self.windower.flush()
 
 
 def window_features(window: EventWindow) -> dict[str, float]:
