@@ -86,6 +86,10 @@ class DemoUser(threading.Thread):
         truth = [e for d in range(int(self.simulator.backfill_days + 0.999)) for e in sim.day(d)[1]]
         cursor = self.connection.cursor()
         try:
+            (already,) = cursor.execute("SELECT count(*) FROM labels").fetchone() or (0,)
+            if already:
+                log.info("the demo's database has %d labels already: no new confirmations", already)
+                return
             stored = cursor.execute(
                 "SELECT event_id, ts, legs, delta_p_w FROM events WHERE home_id = ? ORDER BY ts",
                 [config.home_id],

@@ -39,3 +39,9 @@ def test_demo_user_confirms_and_the_flow_then_recognises(tmp_path: Path) -> None
         "AND ts > (SELECT max(e.ts) FROM events e JOIN labels USING (event_id))"
     ).fetchone()
     assert recognised > 0
+    con.close()
+    # A second demo on the same file replays the same house; its user confirms nothing new.
+    assert main(["demo", "--db", str(db), "--days", "1.01", "--backfill-days", "1",
+                 "--speed", "100000", "--no-dashboard"]) == 0  # fmt: skip
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*) FROM labels").fetchone() == (labels[0],)
