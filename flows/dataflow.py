@@ -143,7 +143,11 @@ def get_flow(
         learner_in,
         lambda resume: ObjectStep(
             resume,
-            lambda item: HomeLearner(item[1].home_id, utc_offset_s=settings.utc_offset_s),
+            lambda item: HomeLearner(
+                item[1].home_id,
+                utc_offset_s=settings.utc_offset_s,
+                batch_model_path=settings.batch_model_path.replace("{home_id}", item[1].home_id),
+            ),
             _learn,
         ),
     )

@@ -13,8 +13,11 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from nilm.batch.features import served_features
+from nilm.batch.served import ServedModel
 from nilm.classification import PrequentialSelector
 from nilm.clustering import UnknownClusters
 from nilm.health import HealthMonitor
@@ -123,6 +126,18 @@ class HomeLearner:
         The home's offset from UTC, for time-of-day features.
     seed
         Seeds every model.
+    batch_model_path
+        A batch model file (`nilm retrain`, `nilm.batch.served.save_model`); "" for none. When
+        the file holds a model, it answers each event (`ServedModel.predict_proba_one` over the
+        online feature dict plus `nilm.batch.features.event_features`), and the River selector
+        answers whenever it cannot: no file yet, an unreadable one, or an empty answer. The file
+        is looked at again every `batch_check_every` events, so a retrained model is picked up
+        while the flow runs. The River models keep learning every label either way. Only a
+        model on the signatures (XGBoost) can answer at event time: the networks need the
+        event's window, complete only `after_s` seconds later, so a CNN or LSTM file leaves
+        every answer to River here.
+    batch_check_every
+        Events between two looks at `batch_model_path`.
 
     Examples
     --------
@@ -149,6 +164,8 @@ class HomeLearner:
         memory_events: int = 5_000,
         utc_offset_s: int = 0,
         seed: int = 0,
+        batch_model_path: str = "",
+        batch_check_every: int = 100,
     ) -> None:
         self.home_id = home_id
         self.models = tuple(models)
@@ -157,6 +174,11 @@ class HomeLearner:
         self.memory_events = memory_events
         self.utc_offset_s = utc_offset_s
         self.seed = seed
+        self.batch_model_path = batch_model_path
+        self.batch_check_every = batch_check_every
+        self.served = (
+            ServedModel(Path(batch_model_path), batch_check_every) if batch_model_path else None
+        )
         self.classifier = PrequentialSelector(self.models, imbalance, seed)
         self.novelty = NoveltyDetector(window_events=novelty_window_events, seed=seed)
         self.clusters = UnknownClusters(home_id)
@@ -169,7 +191,8 @@ class HomeLearner:
     def clone(self) -> HomeLearner:
         return HomeLearner(
             self.home_id, self.models, self.imbalance, self.novelty_window_events,
-            self.memory_events, self.utc_offset_s, self.seed,
+            self.memory_events, self.utc_offset_s, self.seed, self.batch_model_path,
+            self.batch_check_every,
         )  # fmt: skip
 
     # -- events ------------------------------------------------------------------------------
@@ -186,7 +209,7 @@ class HomeLearner:
             hours = (event.ts - closes.start_ts).total_seconds() / 3600.0
             sig = sig.with_run(hours * 3600.0, hours * (closes.power_w - event.delta_p_w) / 2.0)
         x = features(sig)
-        proba = self.classifier.predict_proba_one(x)
+        proba = self._served_proba(event, x) or self.classifier.predict_proba_one(x)
         score = self.novelty.score_one(x)
         self.novelty.learn_one(x)
         device: str | None = None
@@ -211,6 +234,12 @@ class HomeLearner:
             rows += [("alerts", a.row()) for a in self.health.on_event(device, event)]
         rows.append(seen.row())
         return rows
+
+    def _served_proba(self, event: Event, x: dict[str, float]) -> dict[str, float]:
+        """The batch model's answer, or {} when there is none (River answers then)."""
+        if self.served is None:
+            return {}
+        return self.served.predict_proba_one(served_features(event, x))
 
     def _health(self, activation: Activation) -> list[TableRow]:
         if activation.device is None or activation.off_event_id is None:

@@ -52,6 +52,9 @@ class Settings:
     label_poll_s: float = 1.0
     # The home's offset from UTC, for the time-of-day feature (fixed: a DST change shifts it).
     utc_offset_s: int = 0
+    # A batch model file (`nilm retrain --out`) that answers before River does; "" for none.
+    # "{home_id}" in it is replaced by each home's id.
+    batch_model_path: str = ""
     agent: AgentSettings = field(default_factory=AgentSettings)
 
 

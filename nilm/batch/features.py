@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from nilm.pairing import Pairer
 from nilm.records import Event
+from nilm.signatures import features, signature_of
 
-__all__ = ["FEATURE_NAMES", "event_features", "feature_matrix"]
+__all__ = [
+    "FEATURE_NAMES",
+    "event_features",
+    "event_from_row",
+    "feature_matrix",
+    "learner_feature_rows",
+    "served_features",
+]
 
 FEATURE_NAMES = (
     "delta_p_w",
@@ -99,3 +110,97 @@ def feature_matrix(
             value = row.get(name, 0.0)
             out[i, j] = value if math.isfinite(value) else 0.0
     return out
+
+
+def served_features(event: Event, x: Mapping[str, float]) -> dict[str, float]:
+    """What a served batch model sees: `event_features` and the online models' dict `x`.
+
+    The two share only the leg flags, which agree; so a model trained on either set of names
+    (`nilm eval`'s batch runs use `FEATURE_NAMES`, `nilm retrain` uses both) finds its inputs.
+
+    >>> from datetime import UTC, datetime
+    >>> e = Event("id", "h", datetime(2026, 1, 5, tzinfo=UTC), "a", 120.0, 90.0, 150.0, 1.0,
+    ...           0.0, 100.0, 220.0, 120.0, 0.0, 120.0)
+    >>> f = served_features(e, {"log_p": 2.08, "leg_a": 1.0})
+    >>> f["log_p"], f["delta_p_w"], len(f) == len(FEATURE_NAMES) + 1
+    (2.08, 120.0, True)
+    """
+    return event_features(event) | dict(x)
+
+
+def _number(row: Mapping[str, Any], name: str, default: float = math.nan) -> float:
+    value = row.get(name)
+    return default if value is None else float(value)
+
+
+def event_from_row(row: Mapping[str, Any]) -> Event:
+    """The `Event` an `events` row was written from (`nilm.learning.event_row`'s columns).
+
+    A column that is missing or NULL (a database written before it existed) reads as NaN, or 0
+    for the settling features, which `signature_of` and `event_features` treat as unknown.
+
+    >>> from datetime import UTC, datetime
+    >>> row = {"event_id": "e", "home_id": "h", "ts": datetime(2026, 1, 5, tzinfo=UTC),
+    ...        "legs": "b", "delta_p_w": -800.0, "delta_q_var": None}
+    >>> e = event_from_row(row)
+    >>> e.legs, e.delta_p_w, math.isnan(e.delta_q_var), e.inrush_peak_w
+    ('b', -800.0, True, 0.0)
+    """
+    ts = row["ts"]
+    if not isinstance(ts, datetime) or ts.tzinfo is None:
+        raise ValueError(f"event {row.get('event_id')!r} has ts {ts!r}: need an aware datetime")
+    return Event(
+        event_id=str(row["event_id"]),
+        home_id=str(row["home_id"]),
+        ts=ts,
+        legs=str(row["legs"]),
+        delta_p_w=_number(row, "delta_p_w"),
+        delta_q_var=_number(row, "delta_q_var"),
+        delta_s_va=_number(row, "delta_s_va"),
+        delta_current_a=_number(row, "delta_current_a"),
+        delta_pf=_number(row, "delta_pf"),
+        p_before_w=_number(row, "p_before_w"),
+        p_after_w=_number(row, "p_after_w"),
+        delta_p_a_w=_number(row, "delta_p_a_w"),
+        delta_p_b_w=_number(row, "delta_p_b_w"),
+        voltage_v=_number(row, "voltage_v"),
+        inrush_peak_w=_number(row, "inrush_peak_w", 0.0),
+        ramp_s=_number(row, "ramp_s", 0.0),
+        settle_slope_w_per_s=_number(row, "settle_slope_w_per_s", 0.0),
+        detector=str(row.get("detector") or ""),
+    )
+
+
+def learner_feature_rows(
+    events: Sequence[Event],
+    devices: Sequence[str | None],
+    utc_offset_s: int = 0,
+) -> list[dict[str, float]]:
+    """The dict a `HomeLearner` gives its served model for each event, rebuilt after the fact.
+
+    Events must come in stream order (by `ts`) with the device the flow gave each (predicted or
+    confirmed, None if unknown): on/off pairing is replayed as the learner ran it, so an off event
+    gets the run it closes. Pairing followed the predictions of the time, so where those differ
+    from the stored devices the `run` feature can differ too.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> t = datetime(2026, 1, 5, tzinfo=UTC)
+    >>> on = Event("1", "h", t, "a", 500.0, 0.0, 500.0, 4.0, 0.0, 0.0, 500.0, 500.0, 0.0, 120.0)
+    >>> off = Event("2", "h", t + timedelta(hours=1), "a", -490.0, 0.0, -490.0, -4.0, 0.0,
+    ...             500.0, 10.0, -490.0, 0.0, 120.0)
+    >>> [round(x["run"], 2) for x in learner_feature_rows([on, off], ["kettle", "kettle"])]
+    [0.0, 3.56]
+    """
+    if len(events) != len(devices):
+        raise ValueError(f"{len(events)} events but {len(devices)} devices: give one per event")
+    pairer = Pairer()
+    rows: list[dict[str, float]] = []
+    for event, device in zip(events, devices, strict=True):
+        sig = signature_of(event, utc_offset_s)
+        closes = pairer.match(event, None)
+        if closes is not None:
+            hours = (event.ts - closes.start_ts).total_seconds() / 3600.0
+            sig = sig.with_run(hours * 3600.0, hours * (closes.power_w - event.delta_p_w) / 2.0)
+        rows.append(served_features(event, features(sig)))
+        pairer.on_event(event, device)
+    return rows
