@@ -124,6 +124,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from flows.database import DatabaseLocked
+    from flows.retrain import run_retrain
+
+    settings = _settings(args)
+    try:
+        run_retrain(args.db, args.model, args.out, args.home, settings.utc_offset_s)
+    except DatabaseLocked as err:
+        print(
+            f"nilm retrain: {err}. Retraining reads the whole database: stop the flow, or "
+            "retrain from a copy of the file made while it was stopped",
+            file=sys.stderr,
+        )
+        return 2
+    except ImportError as err:
+        print(
+            f"nilm retrain: the batch models need the batch extra ({err}); install it with: "
+            "pip install '.[batch]'",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nilm", description="Local, online device recognition for a Shelly Pro 3EM."
@@ -211,6 +235,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="settings TOML")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "retrain",
+        help="train a batch model on the confirmed labels, for the flow to serve",
+        description="Train a batch model on a home's confirmed labels in DB and write it "
+        "atomically to OUT, where a flow with batch_model_path = OUT picks it up. DuckDB "
+        "lets one process open the file: while a flow ('nilm run', 'nilm demo') holds DB, "
+        "stop it first or retrain from a copy of the file.",
+    )
+    p.add_argument("--db", required=True, help="the DuckDB file (no flow may hold it)")
+    p.add_argument(
+        "--model",
+        default="xgboost",
+        help="xgboost[:smote|:class_weight] (cnn and lstm[:focal] need the event's window, so "
+        "only xgboost answers in the flow)",
+    )
+    p.add_argument("--out", required=True, help="model file to write (batch_model_path)")
+    p.add_argument("--home", default=None, help="home id (default: the only one in DB)")
+    p.add_argument("--config", help="settings TOML (for utc_offset_s)")
+    p.set_defaults(func=cmd_retrain)
     return parser
 
 

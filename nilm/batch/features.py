@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -152,7 +152,7 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
     return Event(
         event_id=str(row["event_id"]),
         home_id=str(row["home_id"]),
-        ts=ts,
+        ts=ts.astimezone(UTC),  # DuckDB answers in its session's time zone
         legs=str(row["legs"]),
         delta_p_w=_number(row, "delta_p_w"),
         delta_q_var=_number(row, "delta_q_var"),
