@@ -135,7 +135,8 @@ class HomeLearner:
         while the flow runs. The River models keep learning every label either way. Only a
         model on the signatures (XGBoost) can answer at event time: the networks need the
         event's window, complete only `after_s` seconds later, so a CNN or LSTM file leaves
-        every answer to River here.
+        every answer to River here. An event the novelty detector flags still gets no device:
+        novelty is judged from the labels this learner has learned, not from the file's.
     batch_check_every
         Events between two looks at `batch_model_path`.
 
