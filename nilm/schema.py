@@ -8,7 +8,16 @@ from __future__ import annotations
 
 __all__ = ["MIGRATIONS_SQL", "SCHEMA_SQL", "TABLES"]
 
-TABLES = ("readings", "rejected", "events", "labels", "activations", "alerts", "clusters")
+TABLES = (
+    "readings",
+    "rejected",
+    "events",
+    "labels",
+    "activations",
+    "alerts",
+    "clusters",
+    "event_windows",
+)
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS readings (

@@ -12,10 +12,9 @@ import pytest
 from flows.app import replay
 from flows.recordings import logger_table
 from nilm.records import READING_COLUMNS
+from nilm.schema import TABLES
 from nilm.settings import Settings
 from nilm.simulator import HouseholdSimulator, SimulatorConfig
-
-TABLES = ("readings", "rejected", "events", "activations", "alerts", "clusters")
 
 
 def snapshot(db: Path) -> dict[str, list]:
