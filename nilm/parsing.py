@@ -17,8 +17,6 @@ from typing import Any
 import numpy as np
 
 from nilm.records import (
-    LEG_FIELDS,
-    LEGS,
     READING_COLUMNS,
     Reading,
     ReadingBatch,
@@ -200,13 +198,3 @@ def sniff_format(header: Sequence[str]) -> str:
         f"and REDD mains starts with {list(REDD_COLUMNS)}"
     )
 
-
-def leg_columns(leg: str) -> tuple[str, ...]:
-    """The reading columns of one leg.
-
-    >>> leg_columns("b")[:2]
-    ('b_voltage', 'b_current')
-    """
-    if leg not in LEGS:
-        raise ValueError(f"leg {leg!r} is not one of {LEGS}")
-    return tuple(f"{leg}_{name}" for name in LEG_FIELDS)

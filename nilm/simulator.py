@@ -10,14 +10,14 @@ legs together, meter noise, voltage wander, timestamp jitter and logger gaps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 
-from nilm.records import READING_COLUMNS, ReadingBatch, TruthEvent, from_epoch_us, to_epoch_us
+from nilm.records import ReadingBatch, TruthEvent, from_epoch_us, to_epoch_us
 
 __all__ = ["APPLIANCES", "DEVICES", "Appliance", "HouseholdSimulator", "SimulatorConfig"]
 
@@ -369,10 +369,5 @@ class HouseholdSimulator:
 
 
 def _between(truth: list[TruthEvent], lo_us: int, hi_us: int) -> list[TruthEvent]:
-    key: Callable[[TruthEvent], int] = lambda e: to_epoch_us(e.ts)  # noqa: E731
-    return [e for e in truth if lo_us <= key(e) < hi_us]
+    return [e for e in truth if lo_us <= to_epoch_us(e.ts) < hi_us]
 
-
-def reading_columns() -> tuple[str, ...]:
-    """The per-leg columns the simulator writes, in the Shelly's names."""
-    return READING_COLUMNS
