@@ -256,28 +256,9 @@ def real_recording() -> None:
 
 def hard_case(hours: float) -> None:
     """50-100 W fridge steps on a leg that carries a 3.6 kW charger drawing with 15 W noise."""
-    from nilm.records import READING_COLUMNS, ReadingBatch, TruthEvent, from_epoch_us
+    from nilm.simulator import small_steps_under_load
 
-    rng = np.random.default_rng(0)
-    n = int(hours * 3600)
-    t0_us = 1_767_600_000_000_000
-    a = np.full(n, 3760.0)
-    truth: list[TruthEvent] = []
-    t, size = 300, 0.0
-    while t < n - 400:
-        on = not truth or truth[-1].kind == "off"
-        size = float(rng.uniform(50, 100)) if on else size
-        a[t:] += size if on else -size
-        ts = from_epoch_us(t0_us + t * 1_000_000)
-        truth.append(TruthEvent(ts, "fridge", "a", "on" if on else "off", size if on else -size))
-        t += int(rng.uniform(120, 600))
-    cols = {c: np.full(n, 120.0) for c in READING_COLUMNS}
-    cols["a_act_power"] = a + rng.normal(0.0, 15.0, n)
-    cols["b_act_power"] = 150.0 + rng.normal(0.0, 1.5, n)
-    for leg in "ab":
-        cols[f"{leg}_aprt_power"] = cols[f"{leg}_act_power"] / 0.95
-    ts_us = t0_us + np.arange(n) * 1_000_000 + rng.integers(0, 300_000, n)
-    batch = ReadingBatch("hard", np.arange(n), ts_us.astype(np.int64), cols)
+    batch, truth = small_steps_under_load(hours, seed=0)
     print(f"\n== Hard case: {len(truth)} fridge steps of 50-100 W under a 3.6 kW load with "
           f"15 W noise ({hours:g} h) ==")  # fmt: skip
     for name in ("bocpd", "cusum", "derivative"):

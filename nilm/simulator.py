@@ -17,9 +17,16 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from nilm.records import ReadingBatch, TruthEvent, from_epoch_us, to_epoch_us
+from nilm.records import READING_COLUMNS, ReadingBatch, TruthEvent, from_epoch_us, to_epoch_us
 
-__all__ = ["APPLIANCES", "DEVICES", "Appliance", "HouseholdSimulator", "SimulatorConfig"]
+__all__ = [
+    "APPLIANCES",
+    "DEVICES",
+    "Appliance",
+    "HouseholdSimulator",
+    "SimulatorConfig",
+    "small_steps_under_load",
+]
 
 DAY_S = 86_400
 FloatArray = npt.NDArray[np.float64]
@@ -371,3 +378,45 @@ class HouseholdSimulator:
 def _between(truth: list[TruthEvent], lo_us: int, hi_us: int) -> list[TruthEvent]:
     return [e for e in truth if lo_us <= to_epoch_us(e.ts) < hi_us]
 
+
+
+def small_steps_under_load(
+    hours: float,
+    seed: int = 0,
+    load_w: float = 3760.0,
+    noise_w: float = 15.0,
+    home_id: str = "hard",
+    start: datetime = datetime(2026, 1, 5, 12, tzinfo=UTC),
+) -> tuple[ReadingBatch, list[TruthEvent]]:
+    """The detectors' hard case: 50–100 W fridge steps on leg a under a noisy `load_w` draw.
+
+    A charging EV's flicker (`noise_w`) is as large as a fridge-sized step is small, so no
+    single jump stands out; only a change of level does.
+
+    Examples
+    --------
+    >>> batch, truth = small_steps_under_load(1.0, seed=3)
+    >>> len(batch), {e.kind for e in truth}, all(50 <= abs(e.delta_p_w) <= 100 for e in truth)
+    (3600, {'off', 'on'}, True)
+    """
+    rng = np.random.default_rng(seed)
+    n = int(hours * 3600)
+    t0_us = to_epoch_us(start)
+    a = np.full(n, load_w)
+    truth: list[TruthEvent] = []
+    t, size = 300, 0.0
+    while t < n - 400:
+        on = not truth or truth[-1].kind == "off"
+        size = float(rng.uniform(50, 100)) if on else size
+        a[t:] += size if on else -size
+        ts = from_epoch_us(t0_us + t * 1_000_000)
+        truth.append(TruthEvent(ts, "fridge", "a", "on" if on else "off", size if on else -size))
+        t += int(rng.uniform(120, 600))
+    cols = {c: np.full(n, 60.0 if c.endswith("freq") else 120.0) for c in READING_COLUMNS}
+    cols["a_act_power"] = a + rng.normal(0.0, noise_w, n)
+    cols["b_act_power"] = 150.0 + rng.normal(0.0, 1.5, n)
+    for leg in "ab":
+        cols[f"{leg}_aprt_power"] = cols[f"{leg}_act_power"] / 0.95
+        cols[f"{leg}_pf"] = np.full(n, 0.95)
+    ts_us = t0_us + np.arange(n) * 1_000_000 + rng.integers(0, 300_000, n)
+    return ReadingBatch(home_id, np.arange(n), ts_us.astype(np.int64), cols), truth

@@ -157,22 +157,9 @@ def test_simulated_days_precision_and_recall():
 def test_fridge_steps_under_a_noisy_charger():
     # 50-100 W steps on a leg carrying 3.6 kW with 15 W of noise: no single jump stands out
     from nilm.matching import match_events
-    from nilm.records import TruthEvent, from_epoch_us
+    from nilm.simulator import small_steps_under_load
 
-    rng = np.random.default_rng(8)
-    n = 3 * 3600
-    a = np.full(n, 3760.0)
-    truth: list[TruthEvent] = []
-    t, size = 300, 0.0
-    while t < n - 400:
-        on = not truth or truth[-1].kind == "off"
-        size = float(rng.uniform(50, 100)) if on else size
-        a[t:] += size if on else -size
-        ts = from_epoch_us(T0_US + t * 1_000_000)
-        truth.append(TruthEvent(ts, "fridge", "a", "on" if on else "off", size if on else -size))
-        t += int(rng.uniform(120, 600))
-    batch = make_batch(a, flat(n, 150.0), seed=8)
-    batch.columns["a_act_power"][:] += rng.normal(0.0, 15.0, n)
+    batch, truth = small_steps_under_load(3.0, seed=8)
     r = match_events(detect(batch), truth, tolerance_s=2.0, min_w=50.0)
     assert r.n_truth >= 20
     assert r.precision >= 0.97 and r.recall >= 0.97
