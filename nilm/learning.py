@@ -18,7 +18,7 @@ from typing import Any
 
 from nilm.batch.features import served_features
 from nilm.batch.served import ServedModel
-from nilm.classification import PrequentialSelector
+from nilm.classification import KernelClassifier, PrequentialSelector, weighted
 from nilm.clustering import UnknownClusters
 from nilm.health import HealthMonitor
 from nilm.novelty import NoveltyDetector
@@ -181,6 +181,9 @@ class HomeLearner:
             ServedModel(Path(batch_model_path), batch_check_every) if batch_model_path else None
         )
         self.classifier = PrequentialSelector(self.models, imbalance, seed)
+        # The selector's answer is shown with this model's probability of it: calibrated on the
+        # home's own labels, where a 1-nearest-neighbour would show 100 % on everything.
+        self.calibration = KernelClassifier()
         self.novelty = NoveltyDetector(window_events=novelty_window_events, seed=seed)
         self.clusters = UnknownClusters(home_id)
         self.pairer = Pairer()
@@ -217,7 +220,7 @@ class HomeLearner:
         confidence = 0.0
         if proba:
             device = max(sorted(proba), key=lambda k: proba[k])
-            confidence = proba[device]
+            confidence = self._confidence(device, x, proba)
         rows: list[TableRow] = []
         cluster_id = None
         if score.novel:
@@ -235,6 +238,12 @@ class HomeLearner:
             rows += [("alerts", a.row()) for a in self.health.on_event(device, event)]
         rows.append(seen.row())
         return rows
+
+    def _confidence(self, device: str, x: dict[str, float], proba: dict[str, float]) -> float:
+        """The calibrated probability that `device` is right (the answering model's own figure
+        for a device the calibration has not learned, as a served model's may be)."""
+        calibrated = self.calibration.predict_proba_one(weighted(x))
+        return calibrated.get(device, proba[device]) if calibrated else proba[device]
 
     def _served_proba(self, event: Event, x: dict[str, float]) -> dict[str, float]:
         """The batch model's answer, or {} when there is none (River answers then)."""
@@ -276,6 +285,7 @@ class HomeLearner:
             return [seen.row()]
         seen.label = device
         self.classifier.learn_one(seen.x, device)
+        self.calibration.learn_one(weighted(seen.x), device)
         self.novelty.learn_label(seen.x, device)
         rows = [seen.row()]
         if seen.event.delta_p_w > 0:
