@@ -391,8 +391,10 @@ class KernelClassifier:
         logits -= logits.max(axis=1, keepdims=True)
         weights = np.exp(logits)
         weights /= weights.sum(axis=1, keepdims=True)
-        smoothed: npt.NDArray[np.float64] = (1.0 - smoothing) * weights
-        return smoothed + smoothing / nearest.shape[1]
+        smoothed: npt.NDArray[np.float64] = (1.0 - smoothing) * weights + (
+            smoothing / nearest.shape[1]
+        )
+        return smoothed
 
     def _fit(self) -> None:
         n, n_devices = len(self.memory), len(self.devices)
