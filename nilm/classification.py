@@ -364,16 +364,19 @@ class KernelClassifier:
         mine = [i for i, (d, _) in enumerate(self.memory) if d == y]
         if len(mine) > self.max_per_device:
             del self.memory[mine[0]]
+        self._rebuild()
+        n = len(self.memory)
+        if n < 10 * self.refit_every or self.n_learned % self.refit_every == 0:
+            self._fit()
+
+    def _rebuild(self) -> None:
         self.keys = sorted({k for _, row in self.memory for k in row})
         self.devices = sorted({d for d, _ in self.memory})
         index = {d: i for i, d in enumerate(self.devices)}
         self.matrix = np.array(
             [[row.get(k, 0.0) for k in self.keys] for _, row in self.memory], dtype=np.float64
-        )
+        ).reshape(len(self.memory), len(self.keys))
         self.owner = np.array([index[d] for d, _ in self.memory], dtype=np.int64)
-        n = len(self.memory)
-        if n < 10 * self.refit_every or self.n_learned % self.refit_every == 0:
-            self._fit()
 
     def _nearest_by_device(self, distances: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Per row of `distances` (queries × memory), the distance to each device's nearest."""

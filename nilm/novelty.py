@@ -154,23 +154,10 @@ class NoveltyDetector:
         self.labelled[device] = memory
         self.spread[device] = _spread(memory, self.spread_prior)
 
-    def unlearn_label(self, x: dict[str, float], device: str) -> None:
-        """Forget one confirmed event of `device` (a label the user corrected)."""
-        memory = self.labelled.get(device)
-        if memory is None or not self.keys:
-            return
-        wx = weighted(x)
-        row = np.array([wx.get(k, 0.0) for k in self.keys], dtype=np.float64)
-        same = np.flatnonzero(np.all(np.isclose(memory, row), axis=1))
-        if not len(same):
-            return
-        memory = np.delete(memory, same[-1], axis=0)
-        if len(memory):
-            self.labelled[device] = memory
-            self.spread[device] = _spread(memory, self.spread_prior)
-        else:
-            del self.labelled[device]
-            del self.spread[device]
+    def forget_labels(self) -> None:
+        """Forget every confirmed event (the density of all events stays)."""
+        self.labelled = {}
+        self.spread = {}
 
     def rarity(self, x: dict[str, float]) -> float:
         """The rank of HalfSpaceTrees' anomaly score among the last window's events, in [0, 1].
