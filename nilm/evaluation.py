@@ -269,7 +269,9 @@ class Evaluation:
             self._last_review = event.ts
         rows = learner.on_event(event)
         self._collect(rows)
-        row = next(r for t, r in reversed(rows) if t == "events")
+        row = next(
+            r for t, r in reversed(rows) if t == "events" and r["event_id"] == event.event_id
+        )
         scored = _Scored(
             event, row["device"], row["novelty"] or 0.0, row["uncertainty"] or 0.0,
             self._truth_device(event), confidence=row["confidence"] or 0.0,

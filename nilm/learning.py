@@ -250,7 +250,8 @@ class HomeLearner:
         if device is not None:
             rows += [("alerts", a.row()) for a in self.health.on_event(device, event)]
         rows.append(seen.row())
-        return rows + self._catch_up()
+        # Older events answered again come first: the event's own row stays the last one.
+        return self._catch_up() + rows
 
     def _answer(
         self, event: Event, x: dict[str, float], closes: str | None = None
