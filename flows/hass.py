@@ -195,6 +195,11 @@ class HassPublisher:
                 self._broker_configs.pop(message.topic, None)
 
     @property
+    def where(self) -> str:
+        """The broker and node id, for logs (never the password)."""
+        return f"{self.broker.host}:{self.broker.port} as node {self.settings.node_id!r}"
+
+    @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
@@ -261,6 +266,12 @@ class HassPublisher:
                     self.last_error = f"{type(err).__name__}: {err}"
                     log.warning("Home Assistant publisher: %s; retrying", self.last_error)
                     next_due = time.monotonic() + self.idle_s
+            if self._connected.is_set():
+                # The flow has ended: what it wrote last goes out before the goodbye.
+                try:
+                    self._cycle(cursor)
+                except (duckdb.Error, ValueError, TypeError, OSError) as err:
+                    log.warning("Home Assistant publisher, last round: %s", err)
         finally:
             cursor.close()
 
@@ -415,10 +426,5 @@ def start_publisher(
     if not settings.mqtt.url:
         return None
     publisher = HassPublisher(connection, settings.mqtt, [settings.home_id]).start()
-    log.info(
-        "Home Assistant: publishing to %s:%s as node %r",
-        publisher.broker.host,
-        publisher.broker.port,
-        settings.mqtt.node_id,
-    )
+    log.info("Home Assistant: publishing to %s", publisher.where)
     return publisher

@@ -23,6 +23,7 @@ import duckdb
 import pytest
 from bytewax.testing import run_main
 
+from flows.cli import main
 from flows.database import open_database
 from flows.dataflow import get_flow
 from flows.hass import FeedingSink, HassPublisher
@@ -541,3 +542,34 @@ def test_a_dead_broker_does_not_hold_the_flow_and_publishing_resumes(
         if recorder is not None:
             recorder.stop()
         con.close()
+
+
+def test_nilm_demo_with_mqtt_puts_every_learned_device_in_home_assistant(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    db = tmp_path / "demo.duckdb"
+    recorder = Recorder(broker.port).start()
+    try:
+        code = main(["demo", "--db", str(db), "--days", "0.6", "--backfill-days", "0.5",
+                     "--speed", "3000", "--no-dashboard", "--confirm-per-device", "2",
+                     "--mqtt", broker.url])  # fmt: skip
+        assert code == 0
+        con = duckdb.connect(str(db), read_only=True)
+        learned = {
+            str(r[0])
+            for r in con.execute(
+                "SELECT DISTINCT coalesce(l.device, e.device) FROM events e LEFT JOIN "
+                "(SELECT event_id, arg_max(device, label_id) AS device FROM labels "
+                "GROUP BY event_id) l USING (event_id) WHERE coalesce(l.device, e.device) "
+                "IS NOT NULL"
+            ).fetchall()
+        }
+        con.close()
+        assert len(learned) >= 5
+        names = {c["device"]["name"] for c in configs(recorder).values()}
+        assert names == learned | {"nilm-home home"}
+        for name in learned:
+            assert appliance_state(recorder, name, "energy") is not None
+        assert recorder.latest()["nilm/availability"] == "offline"  # the demo has stopped
+    finally:
+        recorder.stop()
