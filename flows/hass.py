@@ -18,7 +18,9 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -87,6 +89,9 @@ class HassPublisher:
         How often DuckDB is read without a nudge (labels the dashboard writes, for instance).
     base_every_s
         How often the always-on base (a day of one-minute means) is recomputed.
+    full_every_s
+        How often the appliances, their energy and the label queue are read again; power and
+        the running devices are read at every round.
     """
 
     def __init__(
@@ -95,9 +100,10 @@ class HassPublisher:
         settings: MqttSettings,
         home_ids: Sequence[str],
         min_interval_s: float = 1.0,
-        refresh_s: float = 0.2,
+        refresh_s: float = 0.1,
         idle_s: float = 1.0,
         base_every_s: float = 60.0,
+        full_every_s: float = 1.0,
     ) -> None:
         self.connection = connection
         self.settings = settings
@@ -106,6 +112,7 @@ class HassPublisher:
         self.refresh_s = refresh_s
         self.idle_s = idle_s
         self.base_every_s = base_every_s
+        self.full_every_s = full_every_s
         self.broker = parse_mqtt_url(settings.url)
         self.topics = HassTopics(settings.discovery_prefix, settings.node_id)
         self.sw_version = _version()
@@ -115,6 +122,7 @@ class HassPublisher:
         # Counters for tests, benchmarks and logs.
         self.counts = {"connects": 0, "configs": 0, "states": 0, "cleared": 0, "alerts": 0}
         self.cycles = 0
+        self.cycle_seconds: deque[float] = deque(maxlen=10_000)  # how long each round took
         self.last_error: str | None = None
 
         self._wake = threading.Event()
@@ -128,6 +136,8 @@ class HassPublisher:
         self._base: dict[str, tuple[float, float]] = {}  # home → (computed at, base W)
         self._alert_pos: dict[str, tuple[datetime, str]] = {}
         self._last_refresh = -1e9
+        self._last_full = -1e9
+        self._slow: dict[str, HomeFigures] = {}
         self._worker = threading.Thread(target=self._run, name="hass-publisher", daemon=True)
         self.client = self._make_client()
 
@@ -175,7 +185,7 @@ class HassPublisher:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._stopping.is_set():
             log.warning("MQTT broker connection lost (%s); reconnecting", reason)
         self._connected.clear()
 
@@ -260,6 +270,7 @@ class HassPublisher:
                 self._last_refresh = time.monotonic()
                 try:
                     next_due = self._cycle(cursor)
+                    self.cycle_seconds.append(time.monotonic() - self._last_refresh)
                     self.last_error = None
                 except (duckdb.Error, ValueError, TypeError, OSError) as err:
                     # A bad row or a busy database must not end the publisher: try again soon.
@@ -280,7 +291,12 @@ class HassPublisher:
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _cycle(self, cursor: duckdb.DuckDBPyConnection) -> float | None:
-        homes = [self._read_home(cursor, home_id) for home_id in self.home_ids]
+        with self._lock:
+            resend = self._resend_all
+        full = resend or time.monotonic() - self._last_full >= self.full_every_s
+        if full:
+            self._last_full = time.monotonic()
+        homes = [self._read_home(cursor, home_id, full) for home_id in self.home_ids]
         configs = {
             topic: json.dumps(payload, sort_keys=True)
             for topic, payload in discovery_configs(
@@ -326,30 +342,38 @@ class HassPublisher:
         log.info("Home Assistant: cleared %s", config_topic)
 
     # -- reading DuckDB ----------------------------------------------------------------------
-    def _read_home(self, cursor: duckdb.DuckDBPyConnection, home_id: str) -> HomeFigures:
+    def _read_home(
+        self, cursor: duckdb.DuckDBPyConnection, home_id: str, full: bool
+    ) -> HomeFigures:
+        """The home's figures; with `full`, the appliances, energy and label queue are read
+        again too (they change less often than power, and cost most of a round)."""
         params = {"home_id": home_id}
-        appliances = appliances_from_rows(
-            home_id, cursor.execute(APPLIANCES_SQL, params).fetchall()
-        )
+        kept = self._slow.get(home_id)
+        if full or kept is None:
+            appliances = appliances_from_rows(
+                home_id, cursor.execute(APPLIANCES_SQL, params).fetchall()
+            )
+            energy_wh = dict(cursor.execute(APPLIANCE_ENERGY_SQL, params).fetchall())
+            energy_kwh = {
+                a.name: self.energy.reading(a.key, float(energy_wh.get(a.name) or 0.0) / 1000.0)
+                for a in appliances
+            }
+            (queue,) = cursor.execute(QUEUE_SIZE_SQL, params).fetchone() or (0,)
+            kept = HomeFigures(home_id, None, appliances, energy_kwh, int(queue))
+            self._slow[home_id] = kept
         since = self._latest_ts.get(home_id, _EPOCH)
         latest = cursor.execute(LATEST_LEGS_SQL, {**params, "since": since}).fetchone()
-        now = None
-        if latest is not None:
-            ts, a_w, b_w = latest
-            self._latest_ts[home_id] = ts
-            result = cursor.execute(OPEN_RUNS_SQL, params)
-            names = [d[0] for d in result.description or []]
-            runs = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
-            legs = {"a": float(a_w) if a_w is not None else float("nan"),
-                    "b": float(b_w) if b_w is not None else float("nan")}  # fmt: skip
-            now = what_is_on(runs, legs, self._always_on(cursor, home_id, ts), at=ts)
-        energy_wh = dict(cursor.execute(APPLIANCE_ENERGY_SQL, params).fetchall())
-        energy_kwh = {
-            a.name: self.energy.reading(a.key, float(energy_wh.get(a.name) or 0.0) / 1000.0)
-            for a in appliances
-        }
-        (queue,) = cursor.execute(QUEUE_SIZE_SQL, params).fetchone() or (0,)
-        return HomeFigures(home_id, now, appliances, energy_kwh, int(queue))
+        if latest is None:
+            return kept
+        ts, a_w, b_w = latest
+        self._latest_ts[home_id] = ts
+        result = cursor.execute(OPEN_RUNS_SQL, params)
+        names = [d[0] for d in result.description or []]
+        runs = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+        legs = {"a": float(a_w) if a_w is not None else float("nan"),
+                "b": float(b_w) if b_w is not None else float("nan")}  # fmt: skip
+        now = what_is_on(runs, legs, self._always_on(cursor, home_id, ts), at=ts)
+        return replace(kept, now=now)
 
     def _always_on(self, cursor: duckdb.DuckDBPyConnection, home_id: str, latest: Any) -> float:
         computed_at, base = self._base.get(home_id, (-1e9, float("nan")))
