@@ -21,7 +21,7 @@ from bytewax.dataflow import Dataflow
 from flows.agent_source import AgentSource
 from flows.database import open_database
 from flows.dataflow import get_flow
-from flows.hass import HassPublisher, feeding
+from flows.hass import HassPublisher, feeding, start_publisher
 from flows.sink import DuckDBSink
 from flows.sources import LabelSource, StoppableSource
 from nilm.settings import Settings, load_settings
@@ -50,5 +50,7 @@ def __getattr__(name: str) -> Any:
     # Built on first access, so importing the module (tests, `nilm run`) opens no database.
     if name == "flow":
         settings = load_settings(os.environ.get("NILM_CONFIG"))
-        return live_flow(settings, open_database(settings.db_path))
+        con = open_database(settings.db_path)
+        # It publishes until the process ends; then the broker delivers its last will.
+        return live_flow(settings, con, publisher=start_publisher(con, settings))
     raise AttributeError(name)
