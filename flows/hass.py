@@ -286,8 +286,12 @@ class HassPublisher:
         finally:
             cursor.close()
 
-    def _publish(self, topic: str, payload: str, retain: bool, qos: int = 1) -> bool:
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+    def _publish(self, topic: str, payload: str, retain: bool, queued_ok: bool = False) -> bool:
+        """Whether the message went out (or, with `queued_ok`, waits in paho's queue: a QoS 1
+        message published while the connection is down is sent when it is back)."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if queued_ok and info.rc == mqtt.MQTT_ERR_NO_CONN:
+            return True
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _cycle(self, cursor: duckdb.DuckDBPyConnection) -> float | None:
@@ -406,7 +410,7 @@ class HassPublisher:
             row = dict(zip(names, values, strict=True))
             # QoS 1: paho keeps the message until the broker acknowledges it, across
             # reconnections. Events are never retained (HA ignores replayed events).
-            if not self._publish(topic, alert_payload(row), retain=False):
+            if not self._publish(topic, alert_payload(row), retain=False, queued_ok=True):
                 break
             self._alert_pos[home_id] = (row["ts"], str(row["alert_id"]))
             self.counts["alerts"] += 1

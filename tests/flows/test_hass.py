@@ -483,14 +483,15 @@ def test_a_state_changes_at_most_once_a_second(
     try:
         wait_until(lambda: recorder.messages(), 10, "the first leg power")
         start = T0 + timedelta(hours=1)
-        # A new reading every 20 ms for 2.5 s, each with a different power.
-        for i in range(125):
+        # For 2.5 s, a new reading every 20 ms or so, each with a different power.
+        i, until = 0, time.monotonic() + 2.5
+        while time.monotonic() < until:
             add_readings(house, start + timedelta(seconds=i), 1, 1000.0 + i, 100.0)
             publisher.nudge()
+            i += 1
             time.sleep(0.02)  # pacing the writes, not waiting for a result
-        wait_until(
-            lambda: recorder.latest().get("nilm/home/power_a") == "1124.0", 5, "the last value"
-        )
+        last = f"{1000.0 + i - 1:.1f}"
+        wait_until(lambda: recorder.latest().get("nilm/home/power_a") == last, 5, last)
         times = [h.at for h in recorder.messages()]
         assert len(times) >= 3
         gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -573,3 +574,12 @@ def test_nilm_demo_with_mqtt_puts_every_learned_device_in_home_assistant(
         assert recorder.latest()["nilm/availability"] == "offline"  # the demo has stopped
     finally:
         recorder.stop()
+
+
+def test_a_bad_broker_url_is_one_clear_line_and_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["demo", "--db", str(tmp_path / "d.duckdb"), "--days", "0.01",
+                 "--no-dashboard", "--mqtt", "http://127.0.0.1:1883"])  # fmt: skip
+    assert code == 2
+    assert "must start with mqtt:// or mqtts://" in capsys.readouterr().err
