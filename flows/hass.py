@@ -249,8 +249,13 @@ class HassPublisher:
     def _run(self) -> None:
         cursor = self.connection.cursor()
         try:
+            # Where alerts start: now, before the broker is reached, so that none raised while
+            # it is away are taken for history.
             for home_id in self.home_ids:
-                self._alert_pos[home_id] = self._last_alert(cursor, home_id)
+                try:
+                    self._alert_pos[home_id] = self._last_alert(cursor, home_id)
+                except duckdb.Error as err:
+                    log.warning("Home Assistant publisher: no alert position yet: %s", err)
             next_due: float | None = None
             while not self._stopping.is_set():
                 timeout = self.idle_s
@@ -272,8 +277,9 @@ class HassPublisher:
                     next_due = self._cycle(cursor)
                     self.cycle_seconds.append(time.monotonic() - self._last_refresh)
                     self.last_error = None
-                except (duckdb.Error, ValueError, TypeError, OSError) as err:
-                    # A bad row or a busy database must not end the publisher: try again soon.
+                except Exception as err:
+                    # Whatever a row or the database throws, the publisher (and with it Home
+                    # Assistant's view) must outlive it: say what happened, try again soon.
                     self.last_error = f"{type(err).__name__}: {err}"
                     log.warning("Home Assistant publisher: %s; retrying", self.last_error)
                     next_due = time.monotonic() + self.idle_s
@@ -400,6 +406,8 @@ class HassPublisher:
         return (row[0], str(row[1])) if row is not None else (_EPOCH, "")
 
     def _publish_alerts(self, cursor: duckdb.DuckDBPyConnection, home_id: str) -> None:
+        if home_id not in self._alert_pos:
+            self._alert_pos[home_id] = self._last_alert(cursor, home_id)
         after_ts, after_id = self._alert_pos[home_id]
         result = cursor.execute(
             NEW_ALERTS_SQL, {"home_id": home_id, "after_ts": after_ts, "after_id": after_id}

@@ -505,10 +505,17 @@ def test_a_dead_broker_does_not_hold_the_flow_and_publishing_resumes(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
     con = open_database(tmp_path / "flow.duckdb")
+    # Subscribed before the broker hangs, with a session the broker keeps for it.
+    recorder = Recorder(broker.port, session="dead-broker-recorder").start()
     broker.pause()  # connections are accepted, never answered
     publisher = make_publisher(con, broker)
-    recorder: Recorder | None = None
     try:
+        # An alert raised before the publisher ever reached the broker is not history.
+        con.execute(
+            "INSERT INTO alerts (alert_id, home_id, device, ts, metric, message) VALUES "
+            "('al0', 'home', 'dryer', ?, 'delta_p_w', 'dryer: power when switched on fell')",
+            [T0],
+        )
         settings = Settings(db_path=str(tmp_path / "flow.duckdb"))
         source = SimulatorSource(SimulatorConfig(seed=3), days=0.05, backfill_days=0.05)
         nudges = []
@@ -527,7 +534,6 @@ def test_a_dead_broker_does_not_hold_the_flow_and_publishing_resumes(
         assert nudges and not publisher.connected and publisher.counts["configs"] == 0
 
         broker.resume()
-        recorder = Recorder(broker.port).start()
         (a_w, b_w) = con.execute(
             "SELECT a_act_power, b_act_power FROM readings ORDER BY ts DESC LIMIT 1"
         ).fetchone() or (0.0, 0.0)
@@ -537,11 +543,12 @@ def test_a_dead_broker_does_not_hold_the_flow_and_publishing_resumes(
             "the house's power once the broker answers",
         )
         assert len(configs(recorder)) >= HOME_CONFIGS
+        alert = wait_until(lambda: recorder.messages("nilm/home/health_alert"), 10, "the alert")
+        assert json.loads(alert[0].payload)["device"] == "dryer"
     finally:
         broker.resume()
         publisher.stop()
-        if recorder is not None:
-            recorder.stop()
+        recorder.stop()
         con.close()
 
 
