@@ -188,10 +188,10 @@ def main() -> int:
             continue  # not an appliance yet
         later = [c for c in figures.changes[i + 1 :] if c[1] == device]
         replaced_at = later[0][0] if later else float("inf")
-        heard = recorder.messages(topic)
+        on_topic = recorder.messages(topic)
         arrivals = [
             (h.at, earlier.at if earlier else -1e9)
-            for earlier, h in zip([None, *heard], heard, strict=False)
+            for earlier, h in zip([None, *on_topic], on_topic, strict=False)
             if h.payload == f"{value:.1f}" and h.at >= committed - 0.5
         ]
         if arrivals:

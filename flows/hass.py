@@ -28,6 +28,7 @@ from typing import Any
 import duckdb
 import paho.mqtt.client as mqtt
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from paho.mqtt.enums import CallbackAPIVersion
 
 from nilm.hass import (
     APPLIANCE_ENERGY_SQL,
@@ -145,7 +146,7 @@ class HassPublisher:
     def _make_client(self) -> mqtt.Client:
         client_id = f"nilm-{self.settings.node_id}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv311,
             clean_session=True,
@@ -225,9 +226,6 @@ class HassPublisher:
         """DuckDB has new rows: read it soon. Never waits (the flow calls this)."""
         self._wake.set()
 
-    def wait_connected(self, timeout_s: float) -> bool:
-        return self._connected.wait(timeout_s)
-
     def stop(self, timeout_s: float = 5.0) -> None:
         """Says "offline" (a clean stop sends no last will), disconnects, ends the threads."""
         self._stopping.set()
@@ -287,7 +285,7 @@ class HassPublisher:
                 # The flow has ended: what it wrote last goes out before the goodbye.
                 try:
                     self._cycle(cursor)
-                except (duckdb.Error, ValueError, TypeError, OSError) as err:
+                except Exception as err:
                     log.warning("Home Assistant publisher, last round: %s", err)
         finally:
             cursor.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 __all__ = ["Heard", "Mosquitto", "Recorder", "free_port", "mosquitto_binary", "wait_until"]
 
@@ -147,7 +148,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=session or "",
             clean_session=session is None,
         )
