@@ -284,7 +284,7 @@ class HassPublisher:
             if self._connected.is_set():
                 # The flow has ended: what it wrote last goes out before the goodbye.
                 try:
-                    self._cycle(cursor)
+                    self._cycle(cursor, full=True)
                 except Exception as err:
                     log.warning("Home Assistant publisher, last round: %s", err)
         finally:
@@ -298,10 +298,10 @@ class HassPublisher:
             return True
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
-    def _cycle(self, cursor: duckdb.DuckDBPyConnection) -> float | None:
+    def _cycle(self, cursor: duckdb.DuckDBPyConnection, full: bool = False) -> float | None:
         with self._lock:
             resend = self._resend_all
-        full = resend or time.monotonic() - self._last_full >= self.full_every_s
+        full = full or resend or time.monotonic() - self._last_full >= self.full_every_s
         if full:
             self._last_full = time.monotonic()
         homes = [self._read_home(cursor, home_id, full) for home_id in self.home_ids]
