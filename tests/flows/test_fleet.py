@@ -60,7 +60,10 @@ def test_homes_are_listed_in_the_settings_file(tmp_path: Path) -> None:
     settings = load_settings(config)
     north, south = settings.home_list()
     assert (north.home_id, north.agent.url, north.agent.token, north.utc_offset_s) == (
-        "north", "http://10.0.0.2:8765", "shared", 3600
+        "north",
+        "http://10.0.0.2:8765",
+        "shared",
+        3600,
     )
     assert (south.agent.url, south.utc_offset_s) == ("http://10.0.0.3:8765", -18000)
     assert settings.model_path("south") == "south.xgb" and settings.model_path("north") == ""
@@ -157,14 +160,11 @@ def test_a_two_process_cluster_survives_a_killed_process(tmp_path: Path) -> None
     agents = []
     try:
         for i, home in enumerate(homes):
-            agents.append(
-                start_agent(
-                    tmp_path / f"{home}.spool", ports[home], tmp_path / f"{home}.log",
-                    "--speed", str(speed), "--start", start.isoformat(), "--duration",
+            args = ["--speed", str(speed), "--start", start.isoformat(), "--duration",
                     str(seconds), "--seed", str(60 + i), "--home-id", home,
-                    "--commit-interval", "0.2",
-                )  # fmt: skip
-            )
+                    "--commit-interval", "0.2"]  # fmt: skip
+            spool, log_path = tmp_path / f"{home}.spool", tmp_path / f"{home}.log"
+            agents.append(start_agent(spool, ports[home], log_path, *args))
         db = tmp_path / "fleet.duckdb"
         config = tmp_path / "fleet.toml"
         config.write_text(
@@ -190,9 +190,7 @@ def test_a_two_process_cluster_survives_a_killed_process(tmp_path: Path) -> None
 
             def everything_fetched() -> bool:
                 hs = [healthz(ports[h]) for h in homes]
-                return all(
-                    x["poller_finished"] and x["fetched_after"] >= seconds for x in hs
-                )
+                return all(x["poller_finished"] and x["fetched_after"] >= seconds for x in hs)
 
             _wait(everything_fetched, "every home's readings fetched", 180)
             # The sources are at the head: stop as a user would; each process drains.
