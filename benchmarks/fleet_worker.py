@@ -33,8 +33,9 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bytewax.testing import cluster_main, run_main  # noqa: E402
-
 from fleet_agents import TOKEN, head_seq, home_name, produced_at_us  # noqa: E402
+
+from flows.dataflow import get_flow  # noqa: E402
 from flows.fleet import (  # noqa: E402
     FleetAgentSource,
     FleetReplaySource,
@@ -44,7 +45,6 @@ from flows.fleet import (  # noqa: E402
     fleet_flow,
     open_shards,
 )
-from flows.dataflow import get_flow  # noqa: E402
 from flows.sink import SinkItem  # noqa: E402
 from flows.sources import StoppableSource  # noqa: E402
 from nilm.settings import AgentSettings, HomeSettings, Settings  # noqa: E402
@@ -130,9 +130,10 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
     homes = tuple(
         HomeSettings(
             home_name(i),
-            AgentSettings(f"http://127.0.0.1:{args.port}/{home_name(i)}", TOKEN,
-                          args.batch_limit, args.poll_s),
-        )  # fmt: skip
+            AgentSettings(
+                f"http://127.0.0.1:{args.port}/{home_name(i)}", TOKEN, args.batch_limit, args.poll_s
+            ),
+        )
         for i in range(args.homes)
     )
     settings = Settings(db_path=args.db, agent=agent, homes=homes, snapshot_interval_s=10.0)
@@ -208,7 +209,7 @@ def _latencies(
            for q in (50, 90, 99)}  # fmt: skip
     return {
         "homes": args.homes,
-        "readings_in_window": int(len(all_lat)),
+        "readings_in_window": len(all_lat),
         "stored": stored,
         "missing": missing,
         "max_s": float(all_lat.max()) if len(all_lat) else None,
