@@ -55,6 +55,15 @@ def cpu_s() -> float:
     return t.user + t.system
 
 
+def warm_up() -> None:
+    """Loads what every process loads once, before the clock starts: numba and the detectors'
+    compiled kernels (from numba's cache) take a few CPU seconds a process, which would
+    otherwise weigh on the 2-process run twice in a short replay."""
+    from nilm.detection import HomeEventDetector
+
+    HomeEventDetector("warm-up")
+
+
 def replay(args: argparse.Namespace) -> dict[str, Any]:
     files = {h: [Path(p) for p in ps] for h, ps in json.loads(Path(args.spec).read_text()).items()}
     settings = Settings(db_path=args.db, shards=args.shards)
@@ -69,6 +78,7 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
 
     source = FleetReplaySource(files, chunk_rows=args.chunk_rows, on_rows=on_rows)
     flow = fleet_flow(settings, connections, readings=source, counts=counts, follow_labels=False)
+    warm_up()
     started, cpu0 = time.time(), cpu_s()
     try:
         if addresses:
@@ -157,6 +167,7 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
     labels = ShardedLabelSource(connections, settings.shards, settings.label_poll_s, stop)
     sink = _TimedSink(ShardedDuckDBSink(connections, settings.shards), seen, window)
     flow = get_flow(settings, source, sink, labels)
+    warm_up()
     cpu0 = cpu_s()
     started = time.time()
     try:
