@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from flows.database import open_database
 from flows.dataflow import get_flow
+from flows.hass import HassPublisher, feeding, start_publisher, start_publishers
 from flows.sink import DuckDBSink
 from flows.sources import (
     FileReplaySource,
@@ -164,13 +165,17 @@ def run_demo(
     con = open_database(settings.db_path)
     user = DemoUser(con, simulator, confirm_per_device)
     dashboard = None
+    publisher = None
     # The handler is in place before the banner, so a Ctrl-C at any point after it drains.
     with StopOnSignal() as stop:
         try:
+            publisher = start_publisher(con, settings)
             dashboard = _start_dashboard(con, settings) if serve else None
             url = getattr(dashboard, "url", None)
             print(f"database   {Path(settings.db_path).resolve()}")
             print(f"dashboard  {url or 'not served'}")
+            if publisher is not None:
+                print(f"mqtt       {publisher.where} (Home Assistant discovery)")
             print(
                 f"simulating home {settings.home_id!r} (seed {seed}): {backfill_days:g} days of "
                 f"history, then live at {speed:g}x; Ctrl-C stops",
@@ -180,11 +185,14 @@ def run_demo(
                 user.start()
             source = StoppableSource(simulator, stop)
             labels = LabelSource(con, settings.label_poll_s, lambda: simulator.done or stop())
-            _run_flow(settings, get_flow(settings, source, DuckDBSink(con), labels), None)
+            sink = feeding(DuckDBSink(con), publisher)
+            _run_flow(settings, get_flow(settings, source, sink, labels), None)
         finally:
             user.stop()
             if user.is_alive():
                 user.join()
+            if publisher is not None:
+                publisher.stop()
             _print_totals(con)
             if dashboard is not None:
                 dashboard.stop()
@@ -222,18 +230,23 @@ def run_live(
     owner = not addresses or process_id in (None, 0)
     connections = open_shards(settings) if owner else {}
     dashboard = None
+    publishers: dict[int, HassPublisher] = {}
     with StopOnSignal() as stop:
         try:
             if owner:
                 first = settings.home_list()[0].home_id
                 shown = connections[shard_of(first, settings.shards)]
+                publishers = start_publishers(connections, settings)
                 dashboard = _start_dashboard(shown, settings)
                 for path in settings.shard_paths():
                     print(f"database   {Path(path).resolve()}")
                 print(f"dashboard  {getattr(dashboard, 'url', None) or 'not served'}")
+                for publisher in publishers.values():
+                    print(f"mqtt       {publisher.where} (Home Assistant discovery)")
             for home in settings.home_list():
                 print(f"agent      {home.home_id}: {home.agent.url}", flush=True)
-            flow = fleet_flow(settings, connections, stop)
+            nudges = {k: p.nudge for k, p in publishers.items()}
+            flow = fleet_flow(settings, connections, stop, on_write=nudges)
             epoch = timedelta(seconds=settings.snapshot_interval_s)
             if addresses:
                 # The folder is made once, before the processes start (`nilm run --processes`
@@ -254,6 +267,8 @@ def run_live(
             else:
                 _run_flow(settings, flow, recovery_config(settings))
         finally:
+            for publisher in publishers.values():
+                publisher.stop()
             if dashboard is not None:
                 dashboard.stop()
             for con in connections.values():

@@ -112,12 +112,20 @@ class FleetReplaySource(FixedPartitionedSource[SourceItem, tuple[int, int]]):
 
 
 class _ShardPartition(StatefulSinkPartition[SinkItem, None]):
-    def __init__(self, cur: duckdb.DuckDBPyConnection, counts: Counter[str] | None) -> None:
+    def __init__(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        counts: Counter[str] | None,
+        on_write: Callable[[], None] | None,
+    ) -> None:
         self.cur = cur
         self.counts = counts
+        self.on_write = on_write
 
     def write_batch(self, values: list[SinkItem]) -> None:
         write_items(self.cur, values)
+        if self.on_write is not None:
+            self.on_write()
         if self.counts is not None:
             for table, value in values:
                 self.counts[table] += len(value) if table == "readings" else 1
@@ -133,7 +141,8 @@ class ShardedDuckDBSink(FixedPartitionedSink[SinkItem, None]):
     """Table rows keyed by home, each written to the DuckDB file that stores its home.
 
     `connections` holds the shards this process owns (shard index → connection); a process that
-    owns none passes `{}` and writes nothing itself: its rows travel to the owner.
+    owns none passes `{}` and writes nothing itself: its rows travel to the owner. `on_write`
+    (by shard) is called after each write to that shard (the Home Assistant publisher's nudge).
     """
 
     def __init__(
@@ -141,6 +150,7 @@ class ShardedDuckDBSink(FixedPartitionedSink[SinkItem, None]):
         connections: Mapping[int, duckdb.DuckDBPyConnection],
         shards: int = 1,
         counts: Counter[str] | None = None,
+        on_write: Mapping[int, Callable[[], None]] | None = None,
     ) -> None:
         bad = [k for k in connections if not 0 <= k < shards]
         if bad:
@@ -148,6 +158,7 @@ class ShardedDuckDBSink(FixedPartitionedSink[SinkItem, None]):
         self.connections = dict(connections)
         self.shards = shards
         self.counts = counts
+        self.on_write = dict(on_write or {})
 
     def list_parts(self) -> list[str]:
         return [shard_part(k) for k in sorted(self.connections)]
@@ -157,7 +168,8 @@ class ShardedDuckDBSink(FixedPartitionedSink[SinkItem, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ShardPartition:
         shard = next(k for k in self.connections if shard_part(k) == for_part)
-        return _ShardPartition(self.connections[shard].cursor(), self.counts)
+        cur = self.connections[shard].cursor()
+        return _ShardPartition(cur, self.counts, self.on_write.get(shard))
 
 
 class ShardedLabelSource(FixedPartitionedSource[tuple[str, Label], int]):
@@ -202,6 +214,7 @@ def fleet_flow(
     readings: FixedPartitionedSource[SourceItem, Any] | None = None,
     counts: Counter[str] | None = None,
     follow_labels: bool = True,
+    on_write: Mapping[int, Callable[[], None]] | None = None,
 ) -> Dataflow:
     """Every configured home's agent readings and the owned shards' labels, into the shards.
 
@@ -215,7 +228,7 @@ def fleet_flow(
         labels = ShardedLabelSource(connections, settings.shards, settings.label_poll_s, stop)
     if stop is not None:
         source = StoppableSource(source, stop)
-    sink = ShardedDuckDBSink(connections, settings.shards, counts)
+    sink = ShardedDuckDBSink(connections, settings.shards, counts, on_write)
     return get_flow(settings, source, sink, labels)
 
 

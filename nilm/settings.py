@@ -5,15 +5,22 @@ The entry point loads it and passes it down; nothing reads configuration from an
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AgentSettings", "HomeSettings", "Settings", "load_settings", "shard_of"]
+__all__ = [
+    "AgentSettings",
+    "HomeSettings",
+    "MqttSettings",
+    "Settings",
+    "load_settings",
+    "shard_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +50,35 @@ class HomeSettings:
 def shard_of(home_id: str, shards: int) -> int:
     """The database shard that stores `home_id`: the same in every process and every run.
 
-    Python's `hash` of a string changes with the process's hash seed, so a checksum is used.
+    Python's `hash` of a string changes with the process's hash seed, so a digest is used (a
+    CRC keeps the parity of names that differ in one digit, "home-0" … "home-3" all even).
 
     >>> shard_of("home", 1), shard_of("home-7", 4) == shard_of("home-7", 4)
     (0, True)
     """
     if shards < 1:
         raise ValueError(f"shards={shards} must be at least 1")
-    return zlib.crc32(home_id.encode()) % shards
+    digest = hashlib.blake2b(home_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """The MQTT broker that Home Assistant listens on, and how to appear there.
+
+    `url` ("mqtt_url") is `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]` (TLS); empty turns the
+    publisher off. `node_id` names this publisher in every topic: give each process that
+    publishes to one broker its own (it owns every discovery config under it).
+    """
+
+    url: str = ""
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    # A CA certificate file (PEM) for a broker with a private CA; "" uses the system's CAs.
+    ca_file: str = ""
+    discovery_prefix: str = "homeassistant"
+    node_id: str = "nilm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +91,8 @@ class Settings:
     30.0
     >>> load_settings(env={"NILM_HOME_ID": "cabin"}).home_id
     'cabin'
+    >>> load_settings(env={"NILM_MQTT__URL": "mqtt://10.0.0.2:1883"}).mqtt.url
+    'mqtt://10.0.0.2:1883'
     """
 
     home_id: str = "home"
@@ -84,6 +114,7 @@ class Settings:
     # "{home_id}" in it is replaced by each home's id.
     batch_model_path: str = ""
     agent: AgentSettings = field(default_factory=AgentSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     # Many homes on one flow (`[[homes]]` in the TOML file); empty: the one home above, read
     # from `agent`.
     homes: tuple[HomeSettings, ...] = ()
