@@ -20,9 +20,10 @@ The truth (`TruthEvent`) lists the changes of state of a device, and nothing els
 inrush, a wander or the fading of standby draw is not an event. A step's `delta_p_w` is the
 device's settled change of active power (after the inrush has decayed, the ramp has finished),
 its `ts` the second the step begins and its `ramp_s` how long the change takes to complete, so a
-staircase or a soft start is one event. `kind` is `on` for the first change of a device's run,
-`off` for the last and `step` for those between (a washer's heater under its drum motor).
-`HouseholdSimulator.device_power` gives each device's own power (sub-metered truth).
+staircase or a soft start is one event. `kind` is `on` when the device was idle before (off or
+in standby), `off` when it is idle after, and `step` between two working states (a washer's
+heater under its drum motor, an oven's element under its fan). `HouseholdSimulator.device_power`
+gives each device's own power, second by second (sub-metered truth).
 """
 
 from __future__ import annotations
@@ -198,10 +199,6 @@ class _Run:
     q: dict[str, FloatArray]
     steps: list[tuple[int, str, int, float, str]]
     noise_w: float
-
-    @property
-    def legs(self) -> str:
-        return "".join(leg for leg in "ab" if leg in self.p)
 
     @property
     def length_s(self) -> int:
