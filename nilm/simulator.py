@@ -604,6 +604,9 @@ class HouseholdSimulator:
         ]
         if unknown:
             raise ValueError(f"unknown devices {unknown}; known: {sorted(_BY_NAME)}")
+        # Each day renders the runs of the day before too (some end after midnight): days in
+        # sequence reuse them. Two days are kept; the runs are never changed once built.
+        self._recent: dict[int, list[_Run]] = {}
 
     # -- schedules ---------------------------------------------------------------------------
 
@@ -623,6 +626,13 @@ class HouseholdSimulator:
 
     def _runs(self, day: int) -> list[_Run]:
         """Runs that start on `day`; some end after midnight."""
+        if day not in self._recent:
+            if len(self._recent) >= 2:
+                del self._recent[max(self._recent, key=lambda d: abs(d - day))]
+            self._recent[day] = self._plan(day)
+        return self._recent[day]
+
+    def _plan(self, day: int) -> list[_Run]:
         if day < 0:
             return []
         c = self.config
