@@ -329,16 +329,21 @@ def _piecewise(
 
 
 def _content_wander(rng: np.random.Generator, n: int, amp: float) -> FloatArray:
-    """A TV's draw following the picture: scene after scene, each brighter or darker."""
-    return _piecewise(rng, n, 9.0, amp=amp, smooth_s=3)
+    """A TV's draw following the picture: scene after scene, each a little brighter or darker
+    than the last, wandering within +/- `amp` (a random walk folded back at the bounds)."""
+    k = int(n / 12.0) + 8
+    walk = np.cumsum(rng.normal(0.0, amp / 3.0, k)) + rng.uniform(-amp, amp)
+    folded = amp - np.abs(np.mod(walk + amp, 4.0 * amp) - 2.0 * amp)
+    return _piecewise(rng, n, 12.0, levels=folded, smooth_s=3)
 
 
 def _load_wander(rng: np.random.Generator, n: int, amp: float) -> FloatArray:
-    """A PC's draw following its processor: idle, then bursts of work of a few seconds."""
-    k = int(n / 6) + 8
-    busy = rng.random(k) < 0.4
-    levels = np.where(busy, rng.uniform(0.3 * amp, amp, k), rng.uniform(-0.1 * amp, 0.1 * amp, k))
-    return _piecewise(rng, n, 6.0, levels=levels, smooth_s=2)
+    """A PC's draw following its processor: idle, with bursts of work of a few seconds."""
+    k = int(n / 10.0) + 8
+    busy = rng.random(k) < 0.3
+    work = rng.uniform(0.15 * amp, 0.8 * amp, k)
+    levels = np.where(busy, work, rng.uniform(-0.05 * amp, 0.05 * amp, k))
+    return _piecewise(rng, n, 10.0, levels=levels, smooth_s=2)
 
 
 def _drum_wander(rng: np.random.Generator, n: int, amp: float) -> FloatArray:
