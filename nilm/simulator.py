@@ -86,6 +86,7 @@ class Appliance:
     stairs: tuple[float, ...] = ()
 
 
+# fmt: off
 APPLIANCES = (
     Appliance("fridge", "a", 95.0, 0.80, inrush_x=9.0, inrush_tau_s=0.8, sag=0.05, noise_w=1.5),
     Appliance("freezer", "b", 70.0, 0.70, inrush_x=5.0, inrush_tau_s=0.6, sag=0.04, noise_w=1.2),
@@ -96,44 +97,26 @@ APPLIANCES = (
     Appliance("stove", "ab", 1800.0, 1.00, sag=0.04, noise_w=3.0),
     Appliance("microwave", "b", 1150.0, 0.95, inrush_x=1.4, noise_w=6.0),
     Appliance("dishwasher", "a", 1100.0, 0.98, sag=0.04, noise_w=3.0, standby_w=2.0),
-    Appliance(
-        "washer",
-        "b",
-        150.0,
-        0.55,
-        inrush_x=2.5,
-        inrush_tau_s=0.7,
-        noise_w=4.0,
-        wander_w=20.0,
-        standby_w=3.0,
-    ),
+    Appliance("washer", "b", 150.0, 0.55, inrush_x=2.5, inrush_tau_s=0.7, noise_w=4.0,
+              wander_w=20.0, standby_w=3.0),
     Appliance("dryer", "ab", 5000.0, 1.00, sag=0.06, noise_w=6.0),
-    Appliance(
-        "vacuum", "b", 1200.0, 0.95, inrush_x=1.8, inrush_tau_s=1.5, noise_w=8.0, wander_w=30.0
-    ),
+    Appliance("vacuum", "b", 1200.0, 0.95, inrush_x=1.8, inrush_tau_s=1.5, noise_w=8.0,
+              wander_w=30.0),
     Appliance("lights", "b", 180.0, 0.92, noise_w=0.8),
-    Appliance(
-        "tv",
-        "b",
-        150.0,
-        0.60,
-        ramp_s=2,
-        noise_w=2.0,
-        wander_w=45.0,
-        standby_w=2.0,
-        stairs=_TV_STAIRS,
-    ),
-    Appliance(
-        "computer", "a", 150.0, 0.65, noise_w=3.0, wander_w=50.0, standby_w=4.0, stairs=_PC_STAIRS
-    ),
+    Appliance("tv", "b", 150.0, 0.60, ramp_s=2, noise_w=2.0, wander_w=45.0, standby_w=2.0,
+              stairs=_TV_STAIRS),
+    Appliance("computer", "a", 150.0, 0.65, noise_w=3.0, wander_w=50.0, standby_w=4.0,
+              stairs=_PC_STAIRS),
     # Not in the default roster: arrives when `SimulatorConfig.novel_device` names it.
     Appliance("well_pump", "ab", 1000.0, 0.80, inrush_x=3.5, inrush_tau_s=1.2, noise_w=4.0),
 )
+# fmt: on
 _BY_NAME = {a.name: a for a in APPLIANCES}
 DEVICES = tuple(a.name for a in APPLIANCES if a.name != "well_pump")
 BASE_LOAD_W = {"a": 85.0, "b": 60.0}
 BASE_PF = {"a": 0.90, "b": 0.85}
-# Parts of programmes, as (legs, W, pf): a washer's 240 V heater, a dryer's 120 V drum motor...
+# Parts of programmes, as (legs, W, pf): a dryer's 120 V drum motor, a dishwasher's pump...
+# A washer's 240 V heater draws 2-3.5 kW, drawn per wash: (legs, pf).
 _WASHER_HEATER = ("ab", 1.0)
 _DRYER_MOTOR = ("a", 260.0, 0.70)
 _DISHWASHER_PUMP = ("a", 70.0, 0.70)
