@@ -43,6 +43,16 @@ def test_same_seed_same_household_other_seed_other_household() -> None:
     assert ta != tc
 
 
+def test_each_day_renders_on_its_own_in_any_order() -> None:
+    in_order = HouseholdSimulator(SimulatorConfig(seed=5))
+    days = [in_order.day(d) for d in range(4)]
+    alone = HouseholdSimulator(SimulatorConfig(seed=5))
+    for d in (3, 1, 2, 0):
+        batch, truth = alone.day(d)
+        assert truth == days[d][1]
+        assert np.array_equal(batch.columns["b_act_power"], days[d][0].columns["b_act_power"])
+
+
 def test_batches_of_any_size_give_the_same_readings(three_days) -> None:
     whole, truth = three_days
     sim = HouseholdSimulator(SimulatorConfig(seed=11))
