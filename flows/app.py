@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from flows.database import open_database
 from flows.dataflow import get_flow
+from flows.hass import feeding, start_publisher
 from flows.sink import DuckDBSink
 from flows.sources import (
     FileReplaySource,
@@ -163,13 +164,17 @@ def run_demo(
     con = open_database(settings.db_path)
     user = DemoUser(con, simulator, confirm_per_device)
     dashboard = None
+    publisher = None
     # The handler is in place before the banner, so a Ctrl-C at any point after it drains.
     with StopOnSignal() as stop:
         try:
+            publisher = start_publisher(con, settings)
             dashboard = _start_dashboard(con, settings) if serve else None
             url = getattr(dashboard, "url", None)
             print(f"database   {Path(settings.db_path).resolve()}")
             print(f"dashboard  {url or 'not served'}")
+            if publisher is not None:
+                print(f"mqtt       {publisher.where} (Home Assistant discovery)")
             print(
                 f"simulating home {settings.home_id!r} (seed {seed}): {backfill_days:g} days of "
                 f"history, then live at {speed:g}x; Ctrl-C stops",
@@ -179,11 +184,14 @@ def run_demo(
                 user.start()
             source = StoppableSource(simulator, stop)
             labels = LabelSource(con, settings.label_poll_s, lambda: simulator.done or stop())
-            _run_flow(settings, get_flow(settings, source, DuckDBSink(con), labels), None)
+            sink = feeding(DuckDBSink(con), publisher)
+            _run_flow(settings, get_flow(settings, source, sink, labels), None)
         finally:
             user.stop()
             if user.is_alive():
                 user.join()
+            if publisher is not None:
+                publisher.stop()
             _print_totals(con)
             if dashboard is not None:
                 dashboard.stop()
@@ -197,14 +205,21 @@ def run_live(settings: Settings) -> int:
 
     con = open_database(settings.db_path)
     dashboard = None
+    publisher = None
     with StopOnSignal() as stop:
         try:
+            publisher = start_publisher(con, settings)
             dashboard = _start_dashboard(con, settings)
             print(f"database   {Path(settings.db_path).resolve()}")
             print(f"dashboard  {getattr(dashboard, 'url', None) or 'not served'}")
+            if publisher is not None:
+                print(f"mqtt       {publisher.where} (Home Assistant discovery)")
             print(f"agent      {settings.agent.url}", flush=True)
-            _run_flow(settings, live_flow(settings, con, stop), recovery_config(settings))
+            flow = live_flow(settings, con, stop, publisher)
+            _run_flow(settings, flow, recovery_config(settings))
         finally:
+            if publisher is not None:
+                publisher.stop()
             if dashboard is not None:
                 dashboard.stop()
             con.close()

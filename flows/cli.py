@@ -56,7 +56,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.app import run_demo
 
-    settings = _settings(args, db_path=args.db, dashboard_port=args.port, dashboard_host=args.host)
+    mqtt = {"url": args.mqtt} if args.mqtt else None
+    settings = _settings(
+        args, db_path=args.db, dashboard_port=args.port, dashboard_host=args.host, mqtt=mqtt
+    )
     return run_demo(
         settings,
         days=args.days,
@@ -190,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--days", type=float, default=None, help="stop after this many days")
     p.add_argument("--no-dashboard", action="store_true")
+    p.add_argument(
+        "--mqtt",
+        default=None,
+        metavar="mqtt://HOST:PORT",
+        help="publish to Home Assistant through this MQTT broker (discovery and states)",
+    )
     p.add_argument(
         "--confirm-per-device",
         type=int,

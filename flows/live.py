@@ -21,6 +21,7 @@ from bytewax.dataflow import Dataflow
 from flows.agent_source import AgentSource
 from flows.database import open_database
 from flows.dataflow import get_flow
+from flows.hass import HassPublisher, feeding, start_publisher
 from flows.sink import DuckDBSink
 from flows.sources import LabelSource, StoppableSource
 from nilm.settings import Settings, load_settings
@@ -32,18 +33,24 @@ def live_flow(
     settings: Settings,
     connection: duckdb.DuckDBPyConnection,
     stop: Callable[[], bool] | None = None,
+    publisher: HassPublisher | None = None,
 ) -> Dataflow:
-    """Agent readings and labels through the dataflow into `connection`, until `stop()`."""
+    """Agent readings and labels through the dataflow into `connection`, until `stop()`.
+
+    With a Home Assistant `publisher`, each write nudges it (it reads DuckDB on its own).
+    """
     readings: Any = AgentSource(settings.agent, settings.home_id)
     if stop is not None:
         readings = StoppableSource(readings, stop)
     labels = LabelSource(connection, settings.label_poll_s, stop)
-    return get_flow(settings, readings, DuckDBSink(connection), labels)
+    return get_flow(settings, readings, feeding(DuckDBSink(connection), publisher), labels)
 
 
 def __getattr__(name: str) -> Any:
     # Built on first access, so importing the module (tests, `nilm run`) opens no database.
     if name == "flow":
         settings = load_settings(os.environ.get("NILM_CONFIG"))
-        return live_flow(settings, open_database(settings.db_path))
+        con = open_database(settings.db_path)
+        # It publishes until the process ends; then the broker delivers its last will.
+        return live_flow(settings, con, publisher=start_publisher(con, settings))
     raise AttributeError(name)

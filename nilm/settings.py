@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AgentSettings", "Settings", "load_settings"]
+__all__ = ["AgentSettings", "MqttSettings", "Settings", "load_settings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,25 @@ class AgentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """The MQTT broker that Home Assistant listens on, and how to appear there.
+
+    `url` ("mqtt_url") is `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]` (TLS); empty turns the
+    publisher off. `node_id` names this publisher in every topic: give each process that
+    publishes to one broker its own (it owns every discovery config under it).
+    """
+
+    url: str = ""
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    # A CA certificate file (PEM) for a broker with a private CA; "" uses the system's CAs.
+    ca_file: str = ""
+    discovery_prefix: str = "homeassistant"
+    node_id: str = "nilm"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a flow or dashboard process needs to know.
 
@@ -35,6 +54,8 @@ class Settings:
     30.0
     >>> load_settings(env={"NILM_HOME_ID": "cabin"}).home_id
     'cabin'
+    >>> load_settings(env={"NILM_MQTT__URL": "mqtt://10.0.0.2:1883"}).mqtt.url
+    'mqtt://10.0.0.2:1883'
     """
 
     home_id: str = "home"
@@ -56,6 +77,7 @@ class Settings:
     # "{home_id}" in it is replaced by each home's id.
     batch_model_path: str = ""
     agent: AgentSettings = field(default_factory=AgentSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
 
 
 def _coerce(value: str, like: object) -> object:
