@@ -103,7 +103,7 @@ class _TimedPartition(_ShardPartition):
     def __init__(
         self, inner: _ShardPartition, seen: dict[str, list[Any]], window: dict[str, float]
     ) -> None:
-        super().__init__(inner.cur, inner.counts)
+        super().__init__(inner.cur, inner.counts, inner.on_write)
         self.seen = seen
         self.window = window
 
@@ -122,7 +122,7 @@ class _TimedSink(ShardedDuckDBSink):
     def __init__(
         self, inner: ShardedDuckDBSink, seen: dict[str, list[Any]], window: dict[str, float]
     ) -> None:
-        super().__init__(inner.connections, inner.shards, inner.counts)
+        super().__init__(inner.connections, inner.shards, inner.counts, inner.on_write)
         self.seen = seen
         self.window = window
 
