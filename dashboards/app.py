@@ -12,18 +12,14 @@ from typing import Any
 
 import panel as pn
 
+from dashboards.devices import DevicesView
+from dashboards.events import EventLog
+from dashboards.health import HealthView
+from dashboards.label import LabellingQueue
+from dashboards.live import LivePowerView
 from dashboards.store import DataStore
-from dashboards.views import (
-    LIVE_WINDOWS,
-    DevicePalette,
-    DevicesView,
-    EventLog,
-    HealthView,
-    LabellingQueue,
-    LivePowerView,
-    Selection,
-    UnknownsView,
-)
+from dashboards.unknowns import UnknownsView
+from dashboards.widgets import LIVE_WINDOWS, DevicePalette, Selection
 
 __all__ = ["PAGES", "DashboardApp", "build_app"]
 
