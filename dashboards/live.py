@@ -466,31 +466,38 @@ class LivePowerView(pn.viewable.Viewer):
             for kind, marker in (("on", "triangle"), ("off", "inverted_triangle"))
         ]  # fmt: skip
         fig.add_tools(event_hover(markers))
+        self.figure = fig
+        self.plot = pn.pane.Bokeh(fig, sizing_mode="stretch_width")
+        # Built when first asked for (a third of the page's models), then shown and hidden,
+        # never rebuilt: a toggle creates no models after the first.
+        self.pf_figure: Any = None
+        self.pf_plot = pn.Column(sizing_mode="stretch_width", visible=False)
+
+    def _build_pf_figure(self) -> None:
         pf = figure(
             x_axis_type="datetime", sizing_mode="stretch_width", height=170,
-            x_range=fig.x_range, y_range=(0, 1.05), tools="xpan,xwheel_zoom,reset",
+            x_range=self.figure.x_range, y_range=(0, 1.05), tools="xpan,xwheel_zoom,reset",
             toolbar_location=None, y_axis_label="power factor",
         )  # fmt: skip
-        pf.xaxis.formatter = fig.xaxis.formatter
+        pf.xaxis.formatter = self.figure.xaxis.formatter
         for key in ("total", "a", "b"):
             self.renderers[f"{key}_pf"] = [
                 pf.line("ts", f"{key}_pf", source=self.power_source, color=LEG_COLORS[key],
                         line_width=1.2)
             ]  # fmt: skip
-        self.figure, self.pf_figure = fig, pf
-        self.plot = pn.pane.Bokeh(fig, sizing_mode="stretch_width")
-        self.pf_plot = pn.pane.Bokeh(pf, sizing_mode="stretch_width")
-        # Shown and hidden, never added and removed: a toggle then creates no models.
-        self.pf_plot.visible = False
+        self.pf_figure = pf
+        self.pf_plot.objects = [pn.pane.Bokeh(pf, sizing_mode="stretch_width")]
 
     def _show_options(self) -> None:
+        if self.pf.value and self.pf_figure is None:
+            self._build_pf_figure()
         shown = set(LEG_SERIES[self.legs.value])
         for key in ("total", "a", "b"):
             for renderer in self.renderers[key]:
                 renderer.visible = key in shown
             for renderer in self.renderers[f"{key}_va"]:
                 renderer.visible = key in shown and self.apparent.value
-            for renderer in self.renderers[f"{key}_pf"]:
+            for renderer in self.renderers.get(f"{key}_pf", []):
                 renderer.visible = key in shown
         self.pf_plot.visible = bool(self.pf.value)
 

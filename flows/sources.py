@@ -256,6 +256,13 @@ class _SimulatorPartition(StatefulSourcePartition[SourceItem, int]):
         now = datetime.now(UTC)
         if self.live_since is None:
             self.live_since = (now, self.position_s)
+            # What ties simulated time to the wall clock, for whoever measures delays.
+            log.info(
+                "simulator live: simulated %s is wall %s, at %gx",
+                (src.config.start + timedelta(seconds=self.position_s)).isoformat(),
+                now.isoformat(),
+                src.speed,
+            )
         wall0, sim0 = self.live_since
         return sim0 + int((now - wall0).total_seconds() * src.speed)
 
