@@ -21,6 +21,7 @@ from dashboards.widgets import (
     DevicePalette,
     as_text_times,
     bokeh_columns,
+    bokeh_edits,
     device_html,
     message,
     say,
@@ -106,9 +107,10 @@ class DevicesView(pn.viewable.Viewer):
             )
         else:
             say(self.message, "")
-        self._show_per_day(per_day, house)
-        self._show_share(summary, breakdown)
-        self._show_timeline(hi)
+        with bokeh_edits():
+            self._show_per_day(per_day, house)
+            self._show_share(summary, breakdown)
+            self._show_timeline(hi)
         table = as_text_times(summary.assign(kwh=summary["energy_wh"] / 1000), "last_seen")
         table["device"] = device_html(self.palette, table["device"])
         table = table[

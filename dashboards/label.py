@@ -27,6 +27,7 @@ from dashboards.widgets import (
     DevicePalette,
     as_text_times,
     blanks,
+    bokeh_edits,
     device_html,
     message,
     naive,
@@ -269,6 +270,10 @@ class LabellingQueue(pn.viewable.Viewer):
         self.snippet = pn.pane.Bokeh(fig, sizing_mode="stretch_width", visible=False)
 
     def _draw_snippet(self, event: dict[str, Any]) -> None:
+        with bokeh_edits():
+            self._draw_snippet_now(event)
+
+    def _draw_snippet_now(self, event: dict[str, Any]) -> None:
         try:
             view = self.store.power(
                 event["ts"] - timedelta(minutes=2), event["ts"] + timedelta(minutes=3), "1 s"

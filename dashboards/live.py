@@ -30,6 +30,7 @@ from dashboards.widgets import (
     DevicePalette,
     Selection,
     bokeh_columns,
+    bokeh_edits,
     event_hover,
     message,
     naive,
@@ -282,6 +283,10 @@ class LivePowerView(pn.viewable.Viewer):
 
     def refresh(self) -> None:
         """Query the chosen range again and update the chart in place (every second when live)."""
+        with bokeh_edits():
+            self._refresh()
+
+    def _refresh(self) -> None:
         self._show_now()
         try:
             start, end = self._current_range()
@@ -489,6 +494,10 @@ class LivePowerView(pn.viewable.Viewer):
         self.pf_plot.objects = [pn.pane.Bokeh(pf, sizing_mode="stretch_width")]
 
     def _show_options(self) -> None:
+        with bokeh_edits():
+            self._show_chosen_series()
+
+    def _show_chosen_series(self) -> None:
         if self.pf.value and self.pf_figure is None:
             self._build_pf_figure()
         shown = set(LEG_SERIES[self.legs.value])

@@ -446,7 +446,9 @@ class DataStore:
             sql = OPEN_ACTIVATIONS_SQL.replace(
                 "NOT coalesce(a.abandoned, FALSE)", self._not_abandoned
             )
-            runs = self._query(sql, {"home_id": self.home_id}).to_dict("records")
+            frame = self._query(sql, {"home_id": self.home_id})
+            # NULL as None (pandas makes it NaN, which reads as a device name)
+            runs = frame.astype(object).where(frame.notna(), None).to_dict("records")
             legs = {} if latest is None else {"a": latest["a"], "b": latest["b"]}
             at = None if latest is None else datetime.fromtimestamp(latest["ts_us"] / US, UTC)
             return what_is_on(runs, legs, self.always_on_w(), at)

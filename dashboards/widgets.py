@@ -19,6 +19,7 @@ import panel as pn
 import param
 from bokeh.models import ColumnDataSource, DatetimeTickFormatter, HoverTool
 from bokeh.palettes import Category20
+from panel.io.document import unlocked
 
 __all__ = [
     "LEG_COLORS",
@@ -33,6 +34,7 @@ __all__ = [
     "as_text_times",
     "blanks",
     "bokeh_columns",
+    "bokeh_edits",
     "device_html",
     "event_hover",
     "message",
@@ -203,6 +205,16 @@ def _same(a: Any, b: Any) -> bool:
     if a_arr.dtype.kind == "f" and b_arr.dtype.kind == "f":
         return bool(np.array_equal(a_arr, b_arr, equal_nan=True))
     return bool(np.array_equal(a_arr, b_arr))
+
+
+def bokeh_edits() -> Any:
+    """A context for changing plain Bokeh models (sources, ranges, renderers) from any callback.
+
+    Panel processes a browser's widget events without Bokeh's document lock, and a plain
+    model changed there raises in the server ("_pending_writes should be non-None …"), which
+    aborts the rest of the callback. Panel's own widgets go through this same context.
+    """
+    return unlocked()
 
 
 def set_data(source: ColumnDataSource, data: dict[str, Any]) -> bool:

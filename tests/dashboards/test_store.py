@@ -365,3 +365,28 @@ def test_a_long_range_keeps_the_largest_events_newest_first(store: DataStore) ->
     assert len(largest) == 10 and largest["ts"].is_monotonic_decreasing
     threshold = everything["delta_p_w"].abs().nlargest(10).min()
     assert (largest["delta_p_w"].abs() >= threshold).all()
+
+
+def test_an_open_run_of_an_unknown_device_shows_as_unknown(fresh_store: DataStore) -> None:
+    from dashboards.live import now_html
+    from dashboards.widgets import DevicePalette
+
+    # a run the flow opened for an event it could not name: device NULL, cluster on the event
+    on = (
+        fresh_store.connection.cursor()
+        .execute(
+            "SELECT event_id, ts, cluster_id FROM events WHERE delta_p_w > 0 "
+            "AND cluster_id IS NOT NULL ORDER BY ts DESC LIMIT 1"
+        )
+        .fetchone()
+    )
+    assert on is not None
+    fresh_store.connection.execute(
+        "INSERT INTO activations (activation_id, home_id, device, legs, on_event_id, start_ts, "
+        "power_w) VALUES ('open-unknown', 'home', NULL, 'a', ?, ?, 321.0)",
+        [on[0], on[1]],
+    )
+    fresh_store.invalidate()
+    unknown = [d for d in fresh_store.now().running if d.cluster_id == on[2]]
+    assert [(d.device, d.power_w) for d in unknown] == [("(unknown)", 321.0)]
+    assert f"(unknown) group {on[2]}" in now_html(fresh_store.now(), DevicePalette())
