@@ -15,9 +15,9 @@ same either way.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -152,8 +152,10 @@ class HomeEventDetector:
         The change-point detector has not spoken on the newest `lag` samples yet;
         `tail_steps`, when given, looks for steps there.
         """
-        legs = copy.deepcopy(self._legs)
-        pairer = copy.deepcopy(self._pairer)
+        # copies of what closing changes (steps are frozen: shared)
+        legs = {leg: replace(seg, cps=list(seg.cps)) for leg, seg in self._legs.items()}
+        waiting = {leg: list(steps) for leg, steps in self._pairer.waiting.items()}
+        pairer = replace(self._pairer, waiting=waiting)
         for seg in legs.values():
             steps = seg.close(self._buf, self._seen - 1, final=True)
             pairer.add([s for s in steps if self._seen - s.last >= min_after_samples])

@@ -48,8 +48,12 @@ SETTLE_TABLE = "events_settle"
 
 
 def _median(x: np.ndarray[Any, np.dtype[np.float64]]) -> float:
-    finite = x[np.isfinite(x)]
-    return float(np.median(finite)) if finite.size else math.nan
+    """Median of the finite values (NaN if none); plain Python, as windows are a few samples."""
+    vals = sorted(v for v in x.tolist() if math.isfinite(v))
+    n = len(vals)
+    if not n:
+        return math.nan
+    return float(vals[n // 2]) if n % 2 else 0.5 * (vals[n // 2 - 1] + vals[n // 2])
 
 
 @dataclass(frozen=True, slots=True)
