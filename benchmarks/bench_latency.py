@@ -179,7 +179,7 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> None:
 
 def measure(switches: list[Switch], db: Path) -> tuple[list[float], int, int]:
     """Delays of the switches found, how many were found, and how many rows are left
-    provisional."""
+    provisional; prints the slowest switches."""
     con = duckdb.connect(str(db), read_only=True)
     try:
         rows = con.execute(
@@ -188,6 +188,7 @@ def measure(switches: list[Switch], db: Path) -> tuple[list[float], int, int]:
     finally:
         con.close()
     delays: list[float] = []
+    slow: list[tuple[float, float, str, bool]] = []
     for s in switches:
         near = [
             r for r in rows
@@ -196,7 +197,10 @@ def measure(switches: list[Switch], db: Path) -> tuple[list[float], int, int]:
         if near:
             ts_us, _legs, _dp, detected_us, _p = min(near, key=lambda r: abs(r[0] / 1e6 - s.at))
             delays.append((detected_us - ts_us) / 1e6)
+            slow.append((delays[-1], s.at - switches[0].at, LOADS[s.load][0], s.on))
     left = sum(1 for r in rows if r[4])
+    for delay, at, name, on in sorted(slow, reverse=True)[:3]:
+        print(f"slow: {delay:.2f} s  {name} {'on' if on else 'off'} at +{at:.0f} s")
     return delays, len(delays), left
 
 
