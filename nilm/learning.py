@@ -196,6 +196,12 @@ class HomeLearner:
         self.provisional_ids: OrderedDict[str, None] = OrderedDict()
         self.parked_labels: OrderedDict[str, Label] = OrderedDict()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # snapshots from before provisional events lack these; a restart must not fail on them
+        self.__dict__.setdefault("provisional_ids", OrderedDict())
+        self.__dict__.setdefault("parked_labels", OrderedDict())
+
     def clone(self) -> HomeLearner:
         return HomeLearner(
             self.home_id, self.models, self.imbalance, self.novelty_window_events,

@@ -200,3 +200,14 @@ def test_a_label_on_a_provisional_event_is_learned_once_when_it_is_final() -> No
     assert labelled and labelled[-1]["device"] == "heater" and not labelled[-1]["provisional"]
     # the same final event again (at-least-once) does not learn it twice
     assert [r["device"] for t, r in learner.on_event(event) if t == "events"] == ["heater"]
+
+
+def test_a_learner_snapshot_from_before_provisional_events_still_loads() -> None:
+    learner = HomeLearner("h", seed=0)
+    learner.on_event(_events(1)[0])
+    state = dict(learner.__dict__)
+    del state["provisional_ids"], state["parked_labels"]
+    old = HomeLearner.__new__(HomeLearner)
+    old.__setstate__(state)
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.on_event(_events(2)[1])[-1][1]["event_id"] == "e1"
