@@ -141,11 +141,11 @@ def test_a_second_leg_that_joins_changes_the_id_and_leaves_no_orphan() -> None:
 def test_final_events_are_the_same_with_provisional_ones_on(size: int) -> None:
     day, _truth = HouseholdSimulator(SimulatorConfig(seed=5, home_id="h")).day(0)
     start = int(day.ts_us[0]) + 20 * 3_600_000_000
-    hour = day[(day.ts_us >= start) & (day.ts_us < start + 1_800_000_000)]
+    hour = day[(day.ts_us >= start) & (day.ts_us < start + 3_600_000_000)]
     plain = HomeEventDetector("h")
     expected = plain.update(hour) + plain.flush()
     items = sample_by_sample(hour, size)
-    assert finals_of(items) == expected and len(expected) >= 5
+    assert finals_of(items) == expected and len(expected) >= 4
     # and what a sink keeps in the end is exactly the final events
     table = Table()
     for _, x in items:
