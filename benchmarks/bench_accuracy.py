@@ -120,16 +120,17 @@ def simulator_dataset(seed: int, days: float) -> DataSet:
 
 
 def _simulator_submeter(sim: HouseholdSimulator, days: float) -> SubMeter | None:
-    """Per-device power from the simulator, if it offers it (`device_power`), else None."""
-    device_power: Callable[..., Any] | None = getattr(sim, "device_power", None)
+    """Per-device power from the simulator (`device_power(day)`), None where it has none."""
+    device_power: Callable[[int], dict[str, Any]] | None = getattr(sim, "device_power", None)
     if device_power is None:
         return None
-    try:
-        power = device_power(0.0, days * 86_400.0)
-    except TypeError:
-        return None
-    t0 = sim.config.start.timestamp()
-    return SubMeter(t0, 1.0, {d: np.asarray(p, dtype=np.float64) for d, p in power.items()})
+    n = int(days * 86_400)
+    power: dict[str, np.ndarray] = {}
+    for index in range(math.ceil(days)):
+        lo, hi = index * 86_400, min((index + 1) * 86_400, n)
+        for device, p in device_power(index).items():
+            power.setdefault(device, np.zeros(n))[lo:hi] = np.asarray(p, np.float64)[: hi - lo]
+    return SubMeter(sim.config.start.timestamp(), 1.0, power)
 
 
 def antgen_dataset(folder: Path, name: str) -> DataSet:

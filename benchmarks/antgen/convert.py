@@ -14,6 +14,8 @@ them there:
   component's own movement (a compressor's inrush decaying, a TV's picture-driven noise, a
   heater's slow growth) is not. Boundaries within `MERGE_GAP_S` of each other are one event
   (a multi-second inrush or a staircase shut-down), stamped where it begins, with its `ramp_s`;
+- loads that wander with their content (`WANDERING`: TV, PC, amplifier, CD player) have only
+  their on and off as truth events;
 - each appliance's own power is kept (`submeter.parquet`) for the energy metric.
 
 Everything random is drawn from the household's seed.
@@ -56,6 +58,11 @@ POWER_FACTOR = {
     "WASHINGMACHINE": 0.72,
 }
 BASE_PF = 0.88
+# Loads whose draw follows what they show or play (the picture, the music, the computation):
+# ANTgen fits that movement with many components, but moving between them is not a change of
+# state, so their truth has only their switching on and off (issue 10: "a wandering load makes
+# no events while it wanders").
+WANDERING = frozenset({"TV", "PC", "AMPLIFIER", "CDPLAYER"})
 MERGE_GAP_S = 2  # boundaries this close belong to one event (a decaying inrush, a staircase)
 MAX_RAMP_S = 8  # ... but one event spans at most this long
 MIN_STEP_W = 10.0  # smaller state changes are left out of the truth
@@ -226,6 +233,8 @@ def convert_household(spec: dict[str, Any], raw: Path, out: Path) -> dict[str, A
             q_leg[leg] += p * tan_phi / len(legs[kind])
         comps = [c for r in runs if r["appliance"] == kind for c in r["components"]]
         for t, ev_kind, delta, ramp in state_changes(p, comps):
+            if kind in WANDERING and ev_kind == "step":
+                continue
             truth.append((t, device_name(kind), legs[kind], ev_kind, delta, ramp))
         for r in runs:
             if r["appliance"] == kind and r["components"]:
