@@ -196,6 +196,7 @@ def hart_events(batches: Sequence[ReadingBatch], workdir: Path) -> list[TruthEve
     out = workdir / "hart_out.csv"
     np.savez(src, **arrays)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONWARNINGS"] = "ignore"  # nilmtk's import leaves an HDF5 file open and says so
     subprocess.run([str(py), str(ANTGEN / "hart_nilmtk.py"), str(src), str(out)], check=True,
                    env=env)  # fmt: skip
     rows = np.loadtxt(out, delimiter=",", skiprows=1, ndmin=2, dtype=str)
