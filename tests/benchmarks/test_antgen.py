@@ -204,3 +204,20 @@ def test_nilm_eval_on_an_antgen_household(household: Path) -> None:
     truth_kwh = sum(float(p.sum()) for p in sub.power_w.values()) / 3.6e6
     assert energy["truth_kwh"] == pytest.approx(truth_kwh, rel=1e-4)
     assert set(energy["per_device"]) >= set(sub.power_w)
+
+
+def test_households_are_complete_and_at_least_two_are_held_out() -> None:
+    held_out = []
+    for path in sorted((ANTGEN / "households").glob("*.toml")):
+        spec = tomllib.loads(path.read_text())
+        assert spec["name"] == path.stem
+        assert set(spec["legs"]) == set(spec["devices"]), path.name
+        assert set(spec["legs"].values()) <= {"a", "b", "ab"}
+        assert set(spec["devices"]) <= set(convert.POWER_FACTOR), path.name
+        for conf in spec["users"].values():
+            assert (ANTGEN / "users" / conf).is_file(), conf
+        if spec["held_out"]:
+            held_out.append(spec["name"])
+            people = [c for c in spec["users"].values() if not c.startswith("home_")]
+            assert 2 <= len(people) <= 4 and 3 <= spec["days"] <= 7, path.name
+    assert len(held_out) >= 2
