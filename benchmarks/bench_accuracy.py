@@ -78,6 +78,8 @@ ROWS = (
     ("event_precision", "event precision"),
     ("event_recall", "event recall"),
     ("event_f1", "event F1"),
+    ("hart_precision", "Hart (NILMTK) event precision"),
+    ("hart_recall", "Hart (NILMTK) event recall"),
     ("hart_f1", "Hart (NILMTK) event F1"),
     ("macro_f1_10", "macro-F1, 10 labels/device"),
     ("macro_f1_20", "macro-F1, 20 labels/device"),
@@ -301,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one short household per source")
     ap.add_argument("--no-hart", action="store_true", help="skip NILMTK's Hart baseline")
     ap.add_argument("--json", type=Path, help="also write the figures here")
-    ap.add_argument("--households", default=",".join(HOUSEHOLDS))
+    ap.add_argument("--households", default=",".join(HOUSEHOLDS), help="ANTgen households")
+    ap.add_argument("--sim-seeds", default=",".join(map(str, SIM_SEEDS)), help="'' for none")
+    ap.add_argument("--sim-days", type=float, default=SIM_DAYS)
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as tmp:
@@ -313,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from generate import generate
 
-            datasets += [simulator_dataset(s, SIM_DAYS) for s in SIM_SEEDS]
+            seeds = [int(s) for s in args.sim_seeds.split(",") if s.strip()]
+            datasets += [simulator_dataset(s, args.sim_days) for s in seeds]
             for name in [h for h in args.households.split(",") if h]:
                 datasets.append(antgen_dataset(generate(name), name))
         # A quick run does not spend minutes installing nilmtk: Hart runs if it is there.
