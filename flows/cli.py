@@ -72,9 +72,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.app import run_live
+    from flows.app import run_cluster, run_live
 
-    return run_live(_settings(args, db_path=args.db))
+    settings = _settings(args, db_path=args.db, shards=args.shards)
+    if args.processes > 1:
+        return run_cluster(settings, args.config, args.processes)
+    addresses = [a for a in (args.addresses or "").split(";") if a.strip()]
+    if addresses and not 0 <= args.process_id < len(addresses):
+        raise ValueError(
+            f"--process-id {args.process_id} must index --addresses ({len(addresses)} given)"
+        )
+    return run_live(settings, args.process_id, addresses or None)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -122,6 +130,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         degraded=degraded or None,
         settings=_settings(args),
         on_table=lambda table: print(table, file=sys.stderr),
+        submeter_path=Path(args.submeter) if args.submeter else None,
+        energy_bin_s=args.energy_bin_s,
     )
     print(json.dumps(result, indent=2, default=float))
     return 0
@@ -207,9 +217,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("run", help="the long-lived flow on the Pi agent's readings")
+    p = sub.add_parser("run", help="the long-lived flow on the Pi agents' readings")
     p.add_argument("--config", required=True, help="settings TOML")
     p.add_argument("--db", default=None)
+    p.add_argument(
+        "--shards", type=int, default=None, help="store the homes in this many DuckDB files"
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run the flow as a cluster of this many processes on this machine",
+    )
+    p.add_argument(
+        "--process-id",
+        type=int,
+        default=0,
+        help="this process's index in --addresses (a cluster across machines)",
+    )
+    p.add_argument(
+        "--addresses",
+        default=None,
+        help='every process\'s HOST:PORT, ";"-separated, the same on each (process 0 owns '
+        "the database and serves the dashboard)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dashboard", help="browse a database that no flow holds")
@@ -229,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("readings", nargs="+")
     p.add_argument("--truth", required=True)
     p.add_argument("--label-budget", type=int, default=10)
+    p.add_argument(
+        "--submeter",
+        help="each device's own power (Parquet/CSV: timestamp_utc, one column of W per device): "
+        'adds "energy" (share of energy correctly assigned, per-device energy error)',
+    )
+    p.add_argument("--energy-bin-s", type=int, default=60, help="time bins of the energy figures")
     p.add_argument("--models", default=None, help="comma-separated: river,xgboost,cnn,lstm")
     p.add_argument(
         "--holdout",

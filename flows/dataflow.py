@@ -16,11 +16,13 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
+from flows.sink import home_of
 from nilm.batch.windows import PairedWindower, window_row
 from nilm.detection import HomeEventDetector
 from nilm.learning import HomeLearner, TableRow
+from nilm.provisional import SETTLE_TABLE, Settlement
 from nilm.records import Event, Label, ReadingBatch, ReadingChunk, Rejection
 from nilm.settings import Settings
 from nilm.validation import ReadingValidator, ValidationLimits
@@ -28,8 +30,8 @@ from nilm.validation import ReadingValidator, ValidationLimits
 __all__ = ["get_flow"]
 
 Validated = tuple[ReadingBatch, list[Rejection]]
-LearnerInput = tuple[str, Event | Label]
-# ("readings", home_id, ReadingBatch) | ("events", home_id, the detector's answer to one batch)
+LearnerInput = tuple[str, Event | Label | Settlement]
+# ("readings", home_id, ReadingBatch) | ("events", home_id, the final events of one batch)
 WindowsInput = tuple[str, str, Any]
 
 
@@ -81,7 +83,18 @@ def _learn(learner: HomeLearner, item: LearnerInput) -> list[TableRow]:
     _kind, value = item
     if isinstance(value, Label):
         return learner.on_label(value)
+    if isinstance(value, Settlement):
+        # after the rows of the events it settles, so the sink sees those first
+        return [(SETTLE_TABLE, value.row())]
     return learner.on_event(value)
+
+
+def _finals(answer: list[Event | Settlement]) -> list[Event]:
+    return [e for e in answer if isinstance(e, Event) and not e.provisional]
+
+
+def _tagged(answer: list[Event | Settlement]) -> list[tuple[str, Event | Settlement]]:
+    return [("settle" if isinstance(e, Settlement) else "event", e) for e in answer]
 
 
 def _window(windower: PairedWindower, item: WindowsInput) -> list[TableRow]:
@@ -123,15 +136,18 @@ def get_flow(
         lambda resume: ObjectStep(
             resume,
             lambda batch: HomeEventDetector(
-                batch.home_id, min_event_w=settings.min_event_w, detector=settings.detector
+                batch.home_id,
+                min_event_w=settings.min_event_w,
+                detector=settings.detector,
+                provisional=settings.provisional_events,
             ),
-            HomeEventDetector.update,
-            HomeEventDetector.flush,
+            HomeEventDetector.update_live,
+            HomeEventDetector.flush_live,
         ),
     )
-    # (home_id, [Event])
-    events = op.flat_map("events", detected, lambda kv: [(kv[0], ("event", e)) for e in kv[1]])
-    # (home_id, ("event", Event))
+    # (home_id, [final Event, then provisional Event, then Settlement])
+    events = op.flat_map("events", detected, lambda kv: [(kv[0], t) for t in _tagged(kv[1])])
+    # (home_id, ("event", Event) | ("settle", Settlement))
     learner_in = events
     if labels is not None:
         confirmed = op.input("labels_in", flow, labels)
@@ -145,8 +161,8 @@ def get_flow(
             resume,
             lambda item: HomeLearner(
                 item[1].home_id,
-                utc_offset_s=settings.utc_offset_s,
-                batch_model_path=settings.batch_model_path.replace("{home_id}", item[1].home_id),
+                utc_offset_s=settings.home(item[1].home_id).utc_offset_s,
+                batch_model_path=settings.model_path(item[1].home_id),
             ),
             _learn,
         ),
@@ -157,7 +173,7 @@ def get_flow(
     windows_in = op.merge(
         "windows_in",
         op.map("window_readings", accepted, lambda kv: (kv[0], ("readings", kv[0], kv[1]))),
-        op.map("window_events", detected, lambda kv: (kv[0], ("events", kv[0], kv[1]))),
+        op.map("window_events", detected, lambda kv: (kv[0], ("events", kv[0], _finals(kv[1])))),
     )
     # (home_id, ("readings" | "events", home_id, ReadingBatch | [Event]))
     windowed = op.stateful(
@@ -170,5 +186,11 @@ def get_flow(
     # (home_id, [("event_windows", row)])
     window_rows = op.flat_map("window_rows", windowed, lambda kv: kv[1])
     # ("event_windows", row)
-    op.output("db", op.merge("all_rows", stored, rejected, rows, window_rows), sink)
+    all_rows = op.merge("all_rows", stored, rejected, rows, window_rows)
+    # (table, row)
+    if isinstance(sink, FixedPartitionedSink):
+        # Rows travel to the sink partition that owns their home's database file.
+        all_rows = op.map("by_home", all_rows, lambda item: (home_of(item), item))
+        # (home_id, (table, row))
+    op.output("db", all_rows, sink)
     return flow

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -55,7 +55,7 @@ from nilm.hass import (
 from nilm.health import METRICS
 from nilm.now import what_is_on
 from nilm.pairing import always_on_base_w
-from nilm.settings import MqttSettings, Settings
+from nilm.settings import MqttSettings, Settings, shard_of
 
 __all__ = ["FeedingSink", "HassPublisher", "feeding", "start_publisher"]
 
@@ -462,3 +462,26 @@ def start_publisher(
     publisher = HassPublisher(connection, settings.mqtt, [settings.home_id]).start()
     log.info("Home Assistant: publishing to %s", publisher.where)
     return publisher
+
+
+def start_publishers(
+    connections: Mapping[int, duckdb.DuckDBPyConnection], settings: Settings
+) -> dict[int, HassPublisher]:
+    """One started publisher per database shard, for the homes that shard stores; none when
+    `mqtt.url` is empty. Shards publish under their own node id (`<node_id>-<k>`), because a
+    publisher owns every discovery config under its node id."""
+    if not settings.mqtt.url:
+        return {}
+    started: dict[int, HassPublisher] = {}
+    for k, con in sorted(connections.items()):
+        homes = [
+            h.home_id for h in settings.home_list() if shard_of(h.home_id, settings.shards) == k
+        ]
+        if not homes:
+            continue
+        own = settings.mqtt
+        if settings.shards > 1:
+            own = replace(own, node_id=f"{own.node_id}-{k}")
+        started[k] = HassPublisher(con, own, homes).start()
+        log.info("Home Assistant: publishing %d homes to %s", len(homes), started[k].where)
+    return started

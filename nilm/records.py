@@ -231,6 +231,8 @@ class Event:
 
     `ts` is the second the step begins. Deltas are after minus before, summed over `legs`.
     `inrush_peak_w` is the largest excess over the new level during settling (0 if none).
+    A `provisional` event is the detector's current view of a step that later samples may still
+    refine or retract (`nilm.provisional`); a final one never changes.
     """
 
     event_id: str
@@ -252,6 +254,7 @@ class Event:
     settle_slope_w_per_s: float = 0.0
     detector: str = ""
     extra: dict[str, float] = field(default_factory=dict, compare=False)
+    provisional: bool = False
 
     @property
     def is_on(self) -> bool:
@@ -260,13 +263,19 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class TruthEvent:
-    """A ground-truth switch from the simulator: `kind` is 'on', 'off' or 'step'."""
+    """A ground-truth switch from the simulator: `kind` is 'on', 'off' or 'step'.
+
+    `ts` is the second the change begins; `ramp_s` how long it takes to complete (a soft start,
+    a staircase shut-down), so a detector that stamps the start is right anywhere in
+    [ts, ts + ramp_s]. `delta_p_w` is the settled change (after any inrush has decayed).
+    """
 
     ts: datetime
     device: str
     legs: str
     kind: str
     delta_p_w: float
+    ramp_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
