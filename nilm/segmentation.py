@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 __all__ = [
     "LEG_QUANTITIES",
+    "leg_wander",
     "LegPairer",
     "LegSegmenter",
     "LegStep",
@@ -67,6 +68,27 @@ class SegmentationConfig:
         A staircase never spans more than this.
     legs_merge_s
         Steps on legs a and b at most this far apart, in the same direction, are one 'ab' event.
+    legs_ratio_max
+        ... and of comparable size: the larger at most this many times the smaller (a 240 V load
+        draws the same current on both legs; two 120 V loads switching in the same second on
+        different legs are two events).
+    decay_s
+        After a step up that overshoots (an inrush), falls within this time of its start that
+        continue the decay towards the new level are part of the step, not switches of their
+        own (a compressor start: 884 -> 305 -> 141 -> 94 -> 80 -> 76 W at 1 Hz).
+    wander_before_samples, wander_after_samples
+        Windows before and after a step in which the leg's wander is measured.
+    wander_lag
+        Wander is what moves the leg's power over this many samples beyond its sample-to-sample
+        noise.
+    wander_k
+        A step smaller than this many times the leg's wander is the load wandering (a TV with
+        the picture), not a switch.
+    wander_cap_w
+        Moves larger than this are switches, never wander.
+    persist_fraction
+        A step smaller than `wander_cap_w` is a switch only if the leg's level over the wander
+        windows (medians) moved by at least this fraction of it: wander comes back.
 
     Examples
     --------
@@ -83,6 +105,14 @@ class SegmentationConfig:
     staircase_s: float = 8.0
     max_ramp_s: float = 20.0
     legs_merge_s: float = 2.0
+    legs_ratio_max: float = 3.0
+    decay_s: float = 15.0
+    wander_before_samples: int = 30
+    wander_after_samples: int = 15
+    wander_lag: int = 4
+    wander_k: float = 2.5
+    wander_cap_w: float = 150.0
+    persist_fraction: float = 0.6
 
     def __post_init__(self) -> None:
         if self.min_event_w <= 0 or self.min_steady_samples < 1:
@@ -92,6 +122,11 @@ class SegmentationConfig:
             )
         if self.before_samples < 1 or self.after_samples < 1:
             raise ValueError("before_samples and after_samples must be at least 1")
+        if self.wander_lag < 1 or self.wander_after_samples < self.after_samples:
+            raise ValueError(
+                f"wander_lag={self.wander_lag} must be >= 1 and wander_after_samples="
+                f"{self.wander_after_samples} >= after_samples={self.after_samples}"
+            )
 
 
 def _median(x: FloatArray) -> float:
@@ -102,6 +137,45 @@ def _median(x: FloatArray) -> float:
         return math.nan
     half = n // 2
     return float(vals[half]) if n % 2 else 0.5 * (vals[half - 1] + vals[half])
+
+
+def leg_wander(
+    before: FloatArray, after: FloatArray | None = None, lag: int = 4, cap_w: float = 150.0
+) -> float:
+    """How far a load wanders over `lag` samples beyond its sample-to-sample noise, in watts.
+
+    White noise moves a load as much from one sample to the next as over `lag` samples; a load
+    that wanders (a TV with the picture, a PC with its work) moves further over `lag` samples.
+    The upper quartiles of both spans' absolute differences are compared, so one switch in the
+    window (a few large differences) does not count as wander. Windows on both sides of a step
+    are pooled, without the differences across the step. Differences over `cap_w` are switches,
+    never wander: a microwave cycling its magnetron is not a load wandering by a kilowatt.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> noise = 200 + rng.normal(0, 15, 60)
+    >>> wander = 200 + np.repeat(rng.uniform(-40, 40, 12), 5) + rng.normal(0, 2, 60)
+    >>> round(leg_wander(noise)), leg_wander(wander) > 20
+    (0, True)
+    """
+    far: list[FloatArray] = []
+    near: list[FloatArray] = []
+    for x in (before, after):
+        if x is None:
+            continue
+        x = x[np.isfinite(x)]
+        if x.size > lag:
+            d_far = np.abs(x[lag:] - x[:-lag])
+            d_near = np.abs(np.diff(x))
+            far.append(d_far[d_far <= cap_w])
+            near.append(d_near[d_near <= cap_w])
+    if sum(f.size for f in far) < lag + 2 or sum(n.size for n in near) < lag + 2:
+        return 0.0
+    q_far = float(np.quantile(np.concatenate(far), 0.75))
+    q_near = float(np.quantile(np.concatenate(near), 0.75))
+    # a margin over the noise: with a few dozen samples, white noise alone can move q_far 30 %
+    return math.sqrt(max(q_far * q_far - 2.25 * q_near * q_near, 0.0))
 
 
 class SampleBuffer:
@@ -162,7 +236,10 @@ class LegStep:
     `first` and `last` are the global indices of its first and last change point (the first
     samples of the new levels); `before` and `after` map ``{leg}_{quantity}`` to the medians of
     the windows before `first` and after `last`; `peak` maps each leg to its largest active power
-    from `first` to the end of the after window.
+    from `first` to the end of the after window. `decay` describes how an inrush on this leg
+    decays to the new level: ``ratio_1s``, ``ratio_3s`` and ``ratio_5s`` are the excess over the
+    new level 1, 3 and 5 s after the peak as a fraction of the peak's, ``tau_s`` the time until
+    it falls below 1/e of it (empty when the step has no inrush).
     """
 
     leg: str
@@ -175,6 +252,7 @@ class LegStep:
     peak: dict[str, float]
     settle_slope_w_per_s: float
     n_changepoints: int
+    decay: dict[str, float] = field(default_factory=dict)
 
     @property
     def delta_p_w(self) -> float:
@@ -272,11 +350,18 @@ class LegSegmenter:
                 gap_s = cfg.staircase_s if group.n_cps >= 2 else cfg.ramp_gap_s
                 gap_limit = buf.ts(group.last) + int(gap_s * 1e6)
                 ramp_limit = buf.ts(group.first) + int(cfg.max_ramp_s * 1e6)
+                decay_limit = buf.ts(group.first) + int(cfg.decay_s * 1e6)
                 if nxt < len(self.cps):
                     c2 = self.cps[nxt]
-                    if buf.ts(c2) > ramp_limit:
+                    # an inrush still decaying towards the next change point
+                    decaying = buf.ts(c2) <= decay_limit and self._decaying(group, c2, buf)
+                    if buf.ts(c2) > ramp_limit and not decaying:
                         break
-                    if buf.ts(c2) > gap_limit and not self._moving(group, c2, buf):
+                    if (
+                        buf.ts(c2) > gap_limit
+                        and not decaying
+                        and not self._moving(group, c2, buf)
+                    ):
                         break
                     follow = self._raw_group(nxt, buf, known, final, group.last)
                     if follow is None:
@@ -293,7 +378,9 @@ class LegSegmenter:
                         abs(after - before) < cfg.min_event_w
                         and buf.ts(g2.first) - buf.ts(group.last) <= cfg.spike_s * 1e6
                     )
-                    if not (same or small or back):
+                    # a fall that continues an inrush's decay, the load still on after it
+                    decay = decaying and g2.delta_w < 0 and after - before >= cfg.min_event_w
+                    if not (same or small or back or decay):
                         break
                     group = _Group(
                         group.first, g2.last, g2.after_hi, group.n_cps + g2.n_cps, after - before
@@ -304,12 +391,50 @@ class LegSegmenter:
                 if not final and buf.ts(min(known, buf.end - 1)) <= max(gap_limit, ramp_limit):
                     return steps
                 break
+            # the windows that judge the step (wander, decay) must be complete
+            if not final and known < group.last + cfg.wander_after_samples - 1:
+                return steps
             del self.cps[:nxt]
             prev = self.seg_start
             self.seg_start = group.last
-            if abs(group.delta_w) >= cfg.min_event_w:
+            if abs(group.delta_w) >= self._threshold(group, buf) and self._persists(group, buf):
                 steps.append(self._step(group, prev, buf))
         return steps
+
+    def _threshold(self, group: _Group, buf: SampleBuffer) -> float:
+        """The smallest step that is a switch here: `min_event_w`, or more where the leg wanders
+        on both sides of the step (the quieter side decides: a TV switching off leaves quiet)."""
+        cfg = self.config
+        name = f"{self.leg}_p"
+        before = buf.window(name, group.first - cfg.wander_before_samples, group.first)
+        after = buf.window(name, group.last, group.last + cfg.wander_after_samples)
+        wander = leg_wander(before, after, cfg.wander_lag, cfg.wander_cap_w)
+        return max(cfg.min_event_w, cfg.wander_k * wander)
+
+    def _persists(self, group: _Group, buf: SampleBuffer) -> bool:
+        """Whether the leg's level over the wander windows moved as much as the step says: a
+        switch leaves the load at its new level, a load wandering comes back."""
+        cfg = self.config
+        if abs(group.delta_w) >= cfg.wander_cap_w:
+            return True
+        name = f"{self.leg}_p"
+        before = _median(buf.window(name, group.first - cfg.wander_before_samples, group.first))
+        after = _median(buf.window(name, group.last, group.last + cfg.wander_after_samples))
+        moved = after - before
+        return (moved > 0) == (group.delta_w > 0) and abs(moved) >= max(
+            cfg.min_event_w, cfg.persist_fraction * abs(group.delta_w)
+        )
+
+    def _decaying(self, group: _Group, until: int, buf: SampleBuffer) -> bool:
+        """Whether a step up overshot and its power is still falling from its end to `until`."""
+        if group.delta_w <= 0:
+            return False
+        w = buf.window(f"{self.leg}_p", group.last, until)
+        w = w[np.isfinite(w)]
+        if w.size < 2:
+            return False
+        fall = float(w[0] - w[-1])
+        return fall >= self.config.min_event_w / 3.0 and float(w[-1]) <= float(w[:-1].min()) + 2.0
 
     def _moving(self, group: _Group, until: int, buf: SampleBuffer) -> bool:
         """Whether the power keeps moving in the group's direction from its end to `until`."""
@@ -352,7 +477,38 @@ class LegSegmenter:
             peak=peak,
             settle_slope_w_per_s=slope,
             n_changepoints=g.n_cps,
+            decay=self._decay(g, after[f"{self.leg}_p"], buf),
         )
+
+    def _decay(self, g: _Group, level: float, buf: SampleBuffer) -> dict[str, float]:
+        """How a step up's inrush decays to `level`: the excess 1, 3 and 5 s after the peak as
+        a fraction of the peak's, and the time until it is below 1/e of it (see `LegStep`)."""
+        cfg = self.config
+        if g.delta_w <= 0 or not math.isfinite(level):
+            return {}
+        hi = g.last + cfg.wander_after_samples
+        x = buf.window(f"{self.leg}_p", g.first, hi)
+        lo = max(g.first, buf.start) - buf.start
+        t = buf.ts_us[lo : lo + x.size]
+        keep = np.isfinite(x)
+        x, t = x[keep], t[keep]
+        if x.size < 2:
+            return {}
+        top = int(np.argmax(x))
+        excess = float(x[top]) - level
+        if excess < max(cfg.min_event_w / 3.0, 0.1 * g.delta_w):
+            return {}
+        rel_s = (t[top:] - t[top]) / 1e6
+        ratio = (x[top:] - level) / excess
+        out = {f"ratio_{k}s": float(np.interp(k, rel_s, ratio)) for k in (1, 3, 5)}
+        below = np.flatnonzero(ratio < 1.0 / math.e)
+        if below.size:
+            i = int(below[0])
+            frac = (ratio[i - 1] - 1.0 / math.e) / (ratio[i - 1] - ratio[i])
+            out["tau_s"] = float(rel_s[i - 1] + frac * (rel_s[i] - rel_s[i - 1]))
+        else:
+            out["tau_s"] = float(rel_s[-1])
+        return out
 
 
 @dataclass(slots=True)
@@ -401,8 +557,10 @@ class LegPairer:
             for cand in self.waiting[other]:
                 if cand.ts_us > horizon:
                     break
-                if abs(cand.ts_us - step.ts_us) <= window and (cand.delta_p_w > 0) == (
-                    step.delta_p_w > 0
+                if (
+                    abs(cand.ts_us - step.ts_us) <= window
+                    and (cand.delta_p_w > 0) == (step.delta_p_w > 0)
+                    and self._comparable(cand.delta_p_w, step.delta_p_w)
                 ):
                     partner = cand
                     break
@@ -411,3 +569,7 @@ class LegPairer:
                 self.waiting[other].remove(partner)
             out.append((step, partner))
         return out
+
+    def _comparable(self, delta_a: float, delta_b: float) -> bool:
+        small, large = sorted((abs(delta_a), abs(delta_b)))
+        return large <= self.config.legs_ratio_max * small
