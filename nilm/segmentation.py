@@ -107,7 +107,7 @@ class SegmentationConfig:
     legs_merge_s: float = 2.0
     legs_ratio_max: float = 3.0
     decay_s: float = 15.0
-    wander_before_samples: int = 30
+    wander_before_samples: int = 60
     wander_after_samples: int = 15
     wander_lag: int = 4
     wander_k: float = 2.5
@@ -172,8 +172,8 @@ def leg_wander(
             near.append(d_near[d_near <= cap_w])
     if sum(f.size for f in far) < lag + 2 or sum(n.size for n in near) < lag + 2:
         return 0.0
-    q_far = float(np.quantile(np.concatenate(far), 0.75))
-    q_near = float(np.quantile(np.concatenate(near), 0.75))
+    q_far = float(np.quantile(np.concatenate(far), 0.85))
+    q_near = float(np.quantile(np.concatenate(near), 0.85))
     # a margin over the noise: with a few dozen samples, white noise alone can move q_far 30 %
     return math.sqrt(max(q_far * q_far - 2.25 * q_near * q_near, 0.0))
 
@@ -234,7 +234,8 @@ class LegStep:
     """A closed step on one leg, with the levels of both legs around it.
 
     `first` and `last` are the global indices of its first and last change point (the first
-    samples of the new levels); `before` and `after` map ``{leg}_{quantity}`` to the medians of
+    samples of the new levels); `last_ts_us` is when its rise ends (a ramp's end; an inrush's
+    decay is not part of it, so ``last_ts_us - ts_us`` is the ramp); `before` and `after` map ``{leg}_{quantity}`` to the medians of
     the windows before `first` and after `last`; `peak` maps each leg to its largest active power
     from `first` to the end of the after window. `decay` describes how an inrush on this leg
     decays to the new level: ``ratio_1s``, ``ratio_3s`` and ``ratio_5s`` are the excess over the
@@ -266,6 +267,11 @@ class _Group:
     after_hi: int  # one past the after window
     n_cps: int
     delta_w: float
+    rise_last: int = -1  # the last change point of the rise, before any decay joined
+
+    def __post_init__(self) -> None:
+        if self.rise_last < 0:
+            self.rise_last = self.last
 
 
 @dataclass(slots=True)
@@ -382,8 +388,14 @@ class LegSegmenter:
                     decay = decaying and g2.delta_w < 0 and after - before >= cfg.min_event_w
                     if not (same or small or back or decay):
                         break
+                    rise_last = g2.last if same else group.rise_last
                     group = _Group(
-                        group.first, g2.last, g2.after_hi, group.n_cps + g2.n_cps, after - before
+                        group.first,
+                        g2.last,
+                        g2.after_hi,
+                        group.n_cps + g2.n_cps,
+                        after - before,
+                        rise_last,
                     )
                     nxt = nxt2
                     continue
@@ -471,7 +483,7 @@ class LegSegmenter:
             first=g.first,
             last=g.last,
             ts_us=buf.ts(g.first),
-            last_ts_us=buf.ts(g.last),
+            last_ts_us=buf.ts(g.rise_last),
             before=before,
             after=after,
             peak=peak,
