@@ -28,12 +28,12 @@ import numpy.typing as npt
 
 __all__ = [
     "LEG_QUANTITIES",
-    "leg_wander",
     "LegPairer",
     "LegSegmenter",
     "LegStep",
     "SampleBuffer",
     "SegmentationConfig",
+    "leg_wander",
 ]
 
 logger = logging.getLogger(__name__)
@@ -235,8 +235,8 @@ class LegStep:
 
     `first` and `last` are the global indices of its first and last change point (the first
     samples of the new levels); `last_ts_us` is when its rise ends (a ramp's end; an inrush's
-    decay is not part of it, so ``last_ts_us - ts_us`` is the ramp); `before` and `after` map ``{leg}_{quantity}`` to the medians of
-    the windows before `first` and after `last`; `peak` maps each leg to its largest active power
+    decay is not part of it, so ``last_ts_us - ts_us`` is the ramp); `before` and `after` map
+    ``{leg}_{quantity}`` to the medians of the windows before `first` and after `last`; `peak` maps each leg to its largest active power
     from `first` to the end of the after window. `decay` describes how an inrush on this leg
     decays to the new level: ``ratio_1s``, ``ratio_3s`` and ``ratio_5s`` are the excess over the
     new level 1, 3 and 5 s after the peak as a fraction of the peak's, ``tau_s`` the time until
@@ -279,7 +279,9 @@ class LegSegmenter:
     """Turns one leg's change points into closed `LegStep`s as soon as they are certain.
 
     `cps` are change points not yet part of a closed step; `seg_start` is where the current
-    steady segment began (the last change point of the last closed step).
+    steady segment began (the last change point of the last closed step); `event_end` is the
+    last change point of the last step that was a switch: the windows that judge wander look
+    back no further, so a switch is never judged against the level before the previous one.
 
     Examples
     --------
@@ -299,6 +301,7 @@ class LegSegmenter:
     config: SegmentationConfig = field(default_factory=SegmentationConfig)
     cps: list[int] = field(default_factory=list)
     seg_start: int = 0
+    event_end: int = 0
 
     def add(self, cps: IntArray) -> None:
         self.cps.extend(int(c) for c in cps)
@@ -411,6 +414,7 @@ class LegSegmenter:
             self.seg_start = group.last
             if abs(group.delta_w) >= self._threshold(group, buf) and self._persists(group, buf):
                 steps.append(self._step(group, prev, buf))
+                self.event_end = group.last
         return steps
 
     def _threshold(self, group: _Group, buf: SampleBuffer) -> float:
@@ -418,7 +422,7 @@ class LegSegmenter:
         on both sides of the step (the quieter side decides: a TV switching off leaves quiet)."""
         cfg = self.config
         name = f"{self.leg}_p"
-        before = buf.window(name, group.first - cfg.wander_before_samples, group.first)
+        before = buf.window(name, self._wander_from(group), group.first)
         after = buf.window(name, group.last, group.last + cfg.wander_after_samples)
         wander = leg_wander(before, after, cfg.wander_lag, cfg.wander_cap_w)
         return max(cfg.min_event_w, cfg.wander_k * wander)
@@ -430,12 +434,15 @@ class LegSegmenter:
         if abs(group.delta_w) >= cfg.wander_cap_w:
             return True
         name = f"{self.leg}_p"
-        before = _median(buf.window(name, group.first - cfg.wander_before_samples, group.first))
+        before = _median(buf.window(name, self._wander_from(group), group.first))
         after = _median(buf.window(name, group.last, group.last + cfg.wander_after_samples))
         moved = after - before
         return (moved > 0) == (group.delta_w > 0) and abs(moved) >= max(
             cfg.min_event_w, cfg.persist_fraction * abs(group.delta_w)
         )
+
+    def _wander_from(self, group: _Group) -> int:
+        return max(self.event_end, group.first - self.config.wander_before_samples)
 
     def _decaying(self, group: _Group, until: int, buf: SampleBuffer) -> bool:
         """Whether a step up overshot and its power is still falling from its end to `until`."""
