@@ -236,11 +236,12 @@ class LegStep:
     `first` and `last` are the global indices of its first and last change point (the first
     samples of the new levels); `last_ts_us` is when its rise ends (a ramp's end; an inrush's
     decay is not part of it, so ``last_ts_us - ts_us`` is the ramp); `before` and `after` map
-    ``{leg}_{quantity}`` to the medians of the windows before `first` and after `last`; `peak` maps each leg to its largest active power
-    from `first` to the end of the after window. `decay` describes how an inrush on this leg
-    decays to the new level: ``ratio_1s``, ``ratio_3s`` and ``ratio_5s`` are the excess over the
-    new level 1, 3 and 5 s after the peak as a fraction of the peak's, ``tau_s`` the time until
-    it falls below 1/e of it (empty when the step has no inrush).
+    ``{leg}_{quantity}`` to the medians of the windows before `first` and after `last`; `peak`
+    maps each leg to its largest active power from `first` to the end of the after window.
+    `decay` describes how an inrush on this leg decays to the new level: ``ratio_1s``,
+    ``ratio_3s`` and ``ratio_5s`` are the excess over the new level 1, 3 and 5 s after the peak
+    as a fraction of the peak's, ``tau_s`` the time until it falls below 1/e of it (empty when
+    the step has no inrush).
     """
 
     leg: str
