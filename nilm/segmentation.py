@@ -76,8 +76,10 @@ class SegmentationConfig:
         After a step up that overshoots (an inrush), falls within this time of its start that
         continue the decay towards the new level are part of the step, not switches of their
         own (a compressor start: 884 -> 305 -> 141 -> 94 -> 80 -> 76 W at 1 Hz).
+    wander_before_s, wander_after_s
+        Windows before and after a step in which the leg's wander is measured, in seconds...
     wander_before_samples, wander_after_samples
-        Windows before and after a step in which the leg's wander is measured.
+        ... and in samples at most (the buffer keeps `wander_before_samples` before a step).
     wander_lag
         Wander is what moves the leg's power over this many samples beyond its sample-to-sample
         noise.
@@ -107,6 +109,8 @@ class SegmentationConfig:
     legs_merge_s: float = 2.0
     legs_ratio_max: float = 3.0
     decay_s: float = 15.0
+    wander_before_s: float = 60.0
+    wander_after_s: float = 15.0
     wander_before_samples: int = 60
     wander_after_samples: int = 15
     wander_lag: int = 4
@@ -223,6 +227,11 @@ class SampleBuffer:
 
     def ts(self, index: int) -> int:
         return int(self.ts_us[index - self.start])
+
+    def index_at(self, ts_us: int, lo: int) -> int:
+        """The global index of the first sample at or after `ts_us`, searching from `lo`."""
+        base = max(lo, self.start) - self.start
+        return self.start + base + int(np.searchsorted(self.ts_us[base:], ts_us, side="left"))
 
     def window(self, name: str, lo: int, hi: int) -> FloatArray:
         lo = max(lo, self.start)
@@ -408,7 +417,7 @@ class LegSegmenter:
                     return steps
                 break
             # the windows that judge the step (wander, decay) must be complete
-            if not final and known < group.last + cfg.wander_after_samples - 1:
+            if not final and not self._after_complete(group, buf, known):
                 return steps
             del self.cps[:nxt]
             prev = self.seg_start
@@ -423,8 +432,8 @@ class LegSegmenter:
         on both sides of the step (the quieter side decides: a TV switching off leaves quiet)."""
         cfg = self.config
         name = f"{self.leg}_p"
-        before = buf.window(name, self._wander_from(group), group.first)
-        after = buf.window(name, group.last, group.last + cfg.wander_after_samples)
+        before = buf.window(name, self._wander_from(group, buf), group.first)
+        after = buf.window(name, group.last, self._wander_to(group, buf))
         wander = leg_wander(before, after, cfg.wander_lag, cfg.wander_cap_w)
         return max(cfg.min_event_w, cfg.wander_k * wander)
 
@@ -435,15 +444,36 @@ class LegSegmenter:
         if abs(group.delta_w) >= cfg.wander_cap_w:
             return True
         name = f"{self.leg}_p"
-        before = _median(buf.window(name, self._wander_from(group), group.first))
-        after = _median(buf.window(name, group.last, group.last + cfg.wander_after_samples))
+        before = _median(buf.window(name, self._wander_from(group, buf), group.first))
+        after = _median(buf.window(name, group.last, self._wander_to(group, buf)))
         moved = after - before
         return (moved > 0) == (group.delta_w > 0) and abs(moved) >= max(
             cfg.min_event_w, cfg.persist_fraction * abs(group.delta_w)
         )
 
-    def _wander_from(self, group: _Group) -> int:
-        return max(self.event_end, group.first - self.config.wander_before_samples)
+    def _wander_from(self, group: _Group, buf: SampleBuffer) -> int:
+        """Where the window before a step begins: `wander_before_s` back, at most
+        `wander_before_samples`, never before the previous switch's end."""
+        cfg = self.config
+        lo = max(self.event_end, group.first - cfg.wander_before_samples, buf.start)
+        return buf.index_at(buf.ts(group.first) - int(cfg.wander_before_s * 1e6), lo)
+
+    def _wander_to(self, group: _Group, buf: SampleBuffer) -> int:
+        """One past the window after a step: `wander_after_s` on, `wander_after_samples` at most."""
+        cfg = self.config
+        hi = min(group.last + cfg.wander_after_samples, buf.end)
+        return min(buf.index_at(buf.ts(group.last) + int(cfg.wander_after_s * 1e6), group.last), hi)
+
+    def _after_complete(self, group: _Group, buf: SampleBuffer, known: int) -> bool:
+        """Whether every sample of the window after the step is known (so the decision is the
+        same however the readings were batched)."""
+        cfg = self.config
+        if known >= group.last + cfg.wander_after_samples - 1:
+            return True
+        newest = min(known, buf.end - 1)
+        return newest >= group.last and buf.ts(newest) >= buf.ts(group.last) + int(
+            cfg.wander_after_s * 1e6
+        )
 
     def _decaying(self, group: _Group, until: int, buf: SampleBuffer) -> bool:
         """Whether a step up overshot and its power is still falling from its end to `until`."""
@@ -506,7 +536,7 @@ class LegSegmenter:
         cfg = self.config
         if g.delta_w <= 0 or not math.isfinite(level):
             return {}
-        hi = g.last + cfg.wander_after_samples
+        hi = self._wander_to(g, buf)
         x = buf.window(f"{self.leg}_p", g.first, hi)
         lo = max(g.first, buf.start) - buf.start
         t = buf.ts_us[lo : lo + x.size]
