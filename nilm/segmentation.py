@@ -72,6 +72,9 @@ class SegmentationConfig:
         ... and of comparable size: the larger at most this many times the smaller (a 240 V load
         draws the same current on both legs; two 120 V loads switching in the same second on
         different legs are two events).
+    max_gap_s
+        A step whose first sample ends a gap in the readings of at most this long is stamped
+        at the gap's start and spans it.
     decay_s
         After a step up that overshoots (an inrush), falls within this time of its start that
         continue the decay towards the new level are part of the step, not switches of their
@@ -88,6 +91,10 @@ class SegmentationConfig:
         the picture), not a switch.
     wander_cap_w
         Moves larger than this are switches, never wander.
+    wander_memory_s, wander_moves, recent_k
+        A leg that moved at least `wander_moves` times by less than `wander_cap_w` in the last
+        `wander_memory_s` wanders: a step there must exceed `recent_k` times the upper quartile
+        of those moves.
     persist_fraction
         A step smaller than `wander_cap_w` is a switch only if the leg's level over the wander
         windows (medians) moved by at least this fraction of it: wander comes back.
@@ -107,7 +114,8 @@ class SegmentationConfig:
     staircase_s: float = 8.0
     max_ramp_s: float = 20.0
     legs_merge_s: float = 2.0
-    legs_ratio_max: float = 3.0
+    legs_ratio_max: float = 1.6
+    max_gap_s: float = 30.0
     decay_s: float = 15.0
     wander_before_s: float = 60.0
     wander_after_s: float = 15.0
@@ -116,6 +124,9 @@ class SegmentationConfig:
     wander_lag: int = 4
     wander_k: float = 2.5
     wander_cap_w: float = 150.0
+    wander_memory_s: float = 600.0
+    wander_moves: int = 4
+    recent_k: float = 1.5
     persist_fraction: float = 0.6
 
     def __post_init__(self) -> None:
@@ -312,6 +323,7 @@ class LegSegmenter:
     cps: list[int] = field(default_factory=list)
     seg_start: int = 0
     event_end: int = 0
+    moves: list[tuple[int, float]] = field(default_factory=list)
 
     def add(self, cps: IntArray) -> None:
         self.cps.extend(int(c) for c in cps)
@@ -422,10 +434,57 @@ class LegSegmenter:
             del self.cps[:nxt]
             prev = self.seg_start
             self.seg_start = group.last
-            if abs(group.delta_w) >= self._threshold(group, buf) and self._persists(group, buf):
+            if self._is_switch(group, buf):
                 steps.append(self._step(group, prev, buf))
                 self.event_end = group.last
+            self._remember_move(buf.ts(group.first), abs(group.delta_w))
         return steps
+
+    def _is_switch(self, group: _Group, buf: SampleBuffer) -> bool:
+        """Whether a closed group is a switch rather than noise or a load wandering.
+
+        A step of at least `wander_cap_w`, or one that starts with an inrush (a motor: wander
+        never overshoots), is a switch when it reaches `min_event_w`. A smaller one must also
+        stand out of the leg's wander and leave the leg at its new level (`_persists`).
+        """
+        cfg = self.config
+        size = abs(group.delta_w)
+        if size < cfg.min_event_w:
+            return False
+        if size >= cfg.wander_cap_w or self._has_inrush(group, buf):
+            return True
+        return size >= self._threshold(group, buf) and self._persists(group, buf)
+
+    def _has_inrush(self, group: _Group, buf: SampleBuffer) -> bool:
+        if group.delta_w <= 0:
+            return False
+        w = buf.window(f"{self.leg}_p", group.first, group.after_hi)
+        w = w[np.isfinite(w)]
+        if not w.size:
+            return False
+        after = _median(buf.window(f"{self.leg}_p", group.last, group.after_hi))
+        excess = float(w.max()) - after
+        return excess >= max(self.config.min_event_w, 0.5 * group.delta_w)
+
+    def _remember_move(self, ts_us: int, size: float) -> None:
+        """Keep the leg's recent moves under `wander_cap_w` (switches or not), for `_recent`."""
+        cfg = self.config
+        if cfg.min_event_w / 3.0 <= size < cfg.wander_cap_w:
+            self.moves.append((ts_us, size))
+        horizon = ts_us - int(cfg.wander_memory_s * 1e6)
+        while self.moves and self.moves[0][0] < horizon:
+            self.moves.pop(0)
+
+    def _recent(self, ts_us: int) -> float:
+        """How large the leg's moves have been lately, when it has moved often (a PC's bursts of
+        work, a TV's scenes): the upper quartile of the moves in the last `wander_memory_s`
+        before `ts_us`, or 0 when there were fewer than `wander_moves`."""
+        cfg = self.config
+        horizon = ts_us - int(cfg.wander_memory_s * 1e6)
+        sizes = [size for t, size in self.moves if horizon <= t < ts_us]
+        if len(sizes) < cfg.wander_moves:
+            return 0.0
+        return float(np.quantile(sizes, 0.75))
 
     def _threshold(self, group: _Group, buf: SampleBuffer) -> float:
         """The smallest step that is a switch here: `min_event_w`, or more where the leg wanders
@@ -435,14 +494,13 @@ class LegSegmenter:
         before = buf.window(name, self._wander_from(group, buf), group.first)
         after = buf.window(name, group.last, self._wander_to(group, buf))
         wander = leg_wander(before, after, cfg.wander_lag, cfg.wander_cap_w)
-        return max(cfg.min_event_w, cfg.wander_k * wander)
+        recent = self._recent(buf.ts(group.first))
+        return max(cfg.min_event_w, cfg.wander_k * wander, cfg.recent_k * recent)
 
     def _persists(self, group: _Group, buf: SampleBuffer) -> bool:
         """Whether the leg's level over the wander windows moved as much as the step says: a
         switch leaves the load at its new level, a load wandering comes back."""
         cfg = self.config
-        if abs(group.delta_w) >= cfg.wander_cap_w:
-            return True
         name = f"{self.leg}_p"
         before = _median(buf.window(name, self._wander_from(group, buf), group.first))
         after = _median(buf.window(name, group.last, self._wander_to(group, buf)))
@@ -520,7 +578,7 @@ class LegSegmenter:
             leg=self.leg,
             first=g.first,
             last=g.last,
-            ts_us=buf.ts(g.first),
+            ts_us=self._began_us(g, buf),
             last_ts_us=buf.ts(g.rise_last),
             before=before,
             after=after,
@@ -529,6 +587,18 @@ class LegSegmenter:
             n_changepoints=g.n_cps,
             decay=self._decay(g, after[f"{self.leg}_p"], buf),
         )
+
+    def _began_us(self, g: _Group, buf: SampleBuffer) -> int:
+        """When the step began: its first sample, or, when that sample ends a gap in the
+        readings (a logger that missed seconds), the second after the last sample before the
+        gap; the step then spans the gap (its ramp covers it), for it happened somewhere in it."""
+        first = buf.ts(g.first)
+        if g.first - 1 < buf.start:
+            return first
+        before = buf.ts(g.first - 1)
+        if 1_500_000 < first - before <= int(self.config.max_gap_s * 1e6):
+            return before + 1_000_000
+        return first
 
     def _decay(self, g: _Group, level: float, buf: SampleBuffer) -> dict[str, float]:
         """How a step up's inrush decays to `level`: the excess 1, 3 and 5 s after the peak as
