@@ -110,7 +110,7 @@ class SegmentationConfig:
     before_samples: int = 5
     after_samples: int = 3
     ramp_gap_s: float = 4.5
-    spike_s: float = 3.0
+    spike_s: float = 2.5
     staircase_s: float = 8.0
     max_ramp_s: float = 20.0
     legs_merge_s: float = 2.0
@@ -503,7 +503,11 @@ class LegSegmenter:
         cfg = self.config
         name = f"{self.leg}_p"
         before = _median(buf.window(name, self._wander_from(group, buf), group.first))
-        after = _median(buf.window(name, group.last, self._wander_to(group, buf)))
+        after_w = buf.window(name, group.last, self._wander_to(group, buf))
+        # up to the next switch that no wander makes (a heater switching on 4 s later)
+        start = _median(after_w[: cfg.after_samples])
+        big = np.flatnonzero(np.abs(after_w - start) >= cfg.wander_cap_w)
+        after = _median(after_w[: big[0]] if big.size else after_w)
         moved = after - before
         return (moved > 0) == (group.delta_w > 0) and abs(moved) >= max(
             cfg.min_event_w, cfg.persist_fraction * abs(group.delta_w)
@@ -552,7 +556,9 @@ class LegSegmenter:
         half = w.size // 2
         trend = _median(w[half:]) - _median(w[:half])
         same = (trend > 0) == (group.delta_w > 0)
-        return bool(same and abs(trend) >= self.config.min_event_w / 3)
+        # a slide is all movement; a big step followed by a heater's slow sag is not a slide
+        big_enough = abs(trend) >= max(self.config.min_event_w / 3, 0.25 * abs(group.delta_w))
+        return bool(same and big_enough)
 
     def _step(self, g: _Group, prev: int, buf: SampleBuffer) -> LegStep:
         cfg = self.config
