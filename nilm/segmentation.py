@@ -97,7 +97,8 @@ class SegmentationConfig:
         of those moves.
     persist_fraction
         A step smaller than `wander_cap_w` is a switch only if the leg's level over the wander
-        windows (medians) moved by at least this fraction of it: wander comes back.
+        windows (medians) moved by at least `min_event_w` and, where the leg wanders, by this
+        fraction of the step: wander comes back.
 
     Examples
     --------
@@ -453,7 +454,11 @@ class LegSegmenter:
             return False
         if size >= cfg.wander_cap_w or self._has_inrush(group, buf):
             return True
-        return size >= self._threshold(group, buf) and self._persists(group, buf)
+        threshold = self._threshold(group, buf)
+        # where the leg shows no wander, a load that settles slowly (a dishwasher's pump) need
+        # only stay a switch's worth above its old level
+        fraction = cfg.persist_fraction if threshold > cfg.min_event_w else 0.0
+        return size >= threshold and self._persists(group, buf, fraction)
 
     def _has_inrush(self, group: _Group, buf: SampleBuffer) -> bool:
         if group.delta_w <= 0:
@@ -497,7 +502,7 @@ class LegSegmenter:
         recent = self._recent(buf.ts(group.first))
         return max(cfg.min_event_w, cfg.wander_k * wander, cfg.recent_k * recent)
 
-    def _persists(self, group: _Group, buf: SampleBuffer) -> bool:
+    def _persists(self, group: _Group, buf: SampleBuffer, fraction: float) -> bool:
         """Whether the leg's level over the wander windows moved as much as the step says: a
         switch leaves the load at its new level, a load wandering comes back."""
         cfg = self.config
@@ -510,7 +515,7 @@ class LegSegmenter:
         after = _median(after_w[: big[0]] if big.size else after_w)
         moved = after - before
         return (moved > 0) == (group.delta_w > 0) and abs(moved) >= max(
-            cfg.min_event_w, cfg.persist_fraction * abs(group.delta_w)
+            cfg.min_event_w, fraction * abs(group.delta_w)
         )
 
     def _wander_from(self, group: _Group, buf: SampleBuffer) -> int:
