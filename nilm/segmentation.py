@@ -378,8 +378,11 @@ class LegSegmenter:
             # soft start that holds a level between two climbs), or later when the power keeps
             # moving that way in between (a slow ramp); never beyond `max_ramp_s` from its start.
             # A leading group too small to be part of a step is noise and starts no chain.
+            # on a wandering leg, moves that follow each other are the wander, not a ramp
+            wandering = self._recent(buf.ts(group.first)) > 0.0
             while abs(group.delta_w) >= cfg.min_event_w / 3.0:
-                gap_s = cfg.staircase_s if group.n_cps >= 2 else cfg.ramp_gap_s
+                slow = group.n_cps >= 2 and not wandering
+                gap_s = cfg.staircase_s if slow else cfg.ramp_gap_s
                 gap_limit = buf.ts(group.last) + int(gap_s * 1e6)
                 ramp_limit = buf.ts(group.first) + int(cfg.max_ramp_s * 1e6)
                 decay_limit = buf.ts(group.first) + int(cfg.decay_s * 1e6)
@@ -392,7 +395,7 @@ class LegSegmenter:
                     if (
                         buf.ts(c2) > gap_limit
                         and not decaying
-                        and not self._moving(group, c2, buf)
+                        and (wandering or not self._moving(group, c2, buf))
                     ):
                         break
                     follow = self._raw_group(nxt, buf, known, final, group.last)
