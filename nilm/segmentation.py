@@ -378,7 +378,8 @@ class LegSegmenter:
             # soft start that holds a level between two climbs), or later when the power keeps
             # moving that way in between (a slow ramp); never beyond `max_ramp_s` from its start.
             # A leading group too small to be part of a step is noise and starts no chain.
-            # on a wandering leg, moves that follow each other are the wander, not a ramp
+            # on a wandering leg, moves that follow each other are the wander, not a ramp; only
+            # a slide larger than any wander (a washer's spin-down) chains
             wandering = self._recent(buf.ts(group.first)) > 0.0
             while abs(group.delta_w) >= cfg.min_event_w / 3.0:
                 slow = group.n_cps >= 2 and not wandering
@@ -395,7 +396,7 @@ class LegSegmenter:
                     if (
                         buf.ts(c2) > gap_limit
                         and not decaying
-                        and (wandering or not self._moving(group, c2, buf))
+                        and not self._moving(group, c2, buf, wandering)
                     ):
                         break
                     follow = self._raw_group(nxt, buf, known, final, group.last)
@@ -556,8 +557,9 @@ class LegSegmenter:
         fall = float(w[0] - w[-1])
         return fall >= self.config.min_event_w / 3.0 and float(w[-1]) <= float(w[:-1].min()) + 2.0
 
-    def _moving(self, group: _Group, until: int, buf: SampleBuffer) -> bool:
-        """Whether the power keeps moving in the group's direction from its end to `until`."""
+    def _moving(self, group: _Group, until: int, buf: SampleBuffer, wandering: bool) -> bool:
+        """Whether the power keeps moving in the group's direction from its end to `until` (by
+        more than any wander, when the leg wanders)."""
         w = buf.window(f"{self.leg}_p", group.last, until)
         if w.size < 4:
             return False
@@ -565,7 +567,8 @@ class LegSegmenter:
         trend = _median(w[half:]) - _median(w[:half])
         same = (trend > 0) == (group.delta_w > 0)
         # a slide is all movement; a big step followed by a heater's slow sag is not a slide
-        big_enough = abs(trend) >= max(self.config.min_event_w / 3, 0.25 * abs(group.delta_w))
+        least = self.config.wander_cap_w if wandering else self.config.min_event_w / 3
+        big_enough = abs(trend) >= max(least, 0.25 * abs(group.delta_w))
         return bool(same and big_enough)
 
     def _step(self, g: _Group, prev: int, buf: SampleBuffer) -> LegStep:
