@@ -327,3 +327,39 @@ def test_two_appliances_switching_in_the_same_second_on_different_legs():
     b = np.concatenate([flat(100, 60.0), flat(150, 1310.0), flat(50, 60.0)])
     events = detect(make_batch(a, b))
     assert_events(events, [(100, "a", 125.0), (100, "b", 1250.0), (250, "b", -1250.0)])
+
+
+def test_bursts_of_a_pc_make_no_events_and_a_compressor_start_among_them_is_found():
+    # leg a: a PC idling at 150 W with bursts of work (+30-60 W for 3-10 s) for 20 minutes; a
+    # fridge starts (9x inrush decaying to 95 W) in the middle of it
+    rng = np.random.default_rng(7)
+    n = 1500
+    pc = np.zeros(n)
+    t = 60
+    while t < n - 60:
+        idle, burst = int(rng.integers(3, 15)), int(rng.integers(3, 11))
+        pc[t + idle : t + idle + burst] = rng.uniform(30.0, 60.0)
+        t += idle + burst
+    pc[60 : n - 60] += 150.0
+    fridge = np.zeros(n)
+    fridge[700:] = 95.0
+    fridge[700:705] += np.array([760.0, 200.0, 55.0, 20.0, 5.0])
+    events = detect(make_batch(85 + pc + fridge, flat(n, 60.0), seed=7))
+    big = [e for e in events if abs(e.delta_p_w) >= 50]
+    assert [(second(e), e.legs, e.is_on) for e in big if abs(second(e) - 700) <= 2] == [
+        (700, "a", True)
+    ]
+    # the PC's own switch on and off may carry a burst; nothing else is an event
+    assert [second(e) for e in big if abs(second(e) - 700) > 2] == [60, n - 60]
+
+
+def test_a_step_after_a_gap_in_the_readings_spans_the_gap():
+    # the logger missed 8 s, during which a 500 W load switched on
+    a = np.concatenate([flat(100, 150.0), flat(100, 650.0)])
+    batch = make_batch(a, flat(a.size, 90.0))
+    keep = np.ones(a.size, bool)
+    keep[92:100] = False
+    (e,) = detect(batch[keep])
+    assert second(e) == 92  # the second after the last reading before the gap
+    assert e.ramp_s >= 7.5  # it happened somewhere in the gap
+    assert e.delta_p_w == pytest.approx(500.0, rel=0.02)
