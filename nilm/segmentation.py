@@ -442,7 +442,8 @@ class LegSegmenter:
             if self._is_switch(group, buf):
                 steps.append(self._step(group, prev, buf))
                 self.event_end = group.last
-            self._remember_move(buf.ts(group.first), abs(group.delta_w))
+            else:
+                self._remember_move(buf.ts(group.first), abs(group.delta_w))
         return steps
 
     def _is_switch(self, group: _Group, buf: SampleBuffer) -> bool:
@@ -476,7 +477,8 @@ class LegSegmenter:
         return excess >= max(self.config.min_event_w, 0.5 * group.delta_w)
 
     def _remember_move(self, ts_us: int, size: float) -> None:
-        """Keep the leg's recent moves under `wander_cap_w` (switches or not), for `_recent`."""
+        """Keep the leg's recent moves under `wander_cap_w` that were no switch, for `_recent`
+        (a dishwasher's own pump switching is no sign that the leg wanders)."""
         cfg = self.config
         if cfg.min_event_w / 3.0 <= size < cfg.wander_cap_w:
             self.moves.append((ts_us, size))
