@@ -191,6 +191,8 @@ class Evaluation:
         self.learners: dict[str, HomeLearner] = {}
         self.scored: list[_Scored] = []
         self.alerts: list[dict[str, Any]] = []
+        # The latest row of each activation (runs are updated as labels arrive): energy per device.
+        self.activations: dict[str, dict[str, Any]] = {}
         self._pending: list[_Scored] = []
         self._last_review: datetime | None = None
         self._truth_us = [to_epoch_us(t.ts) for t in self.truth]
@@ -230,6 +232,7 @@ class Evaluation:
 
     def _collect(self, rows: list[TableRow]) -> None:
         self.alerts += [r for t, r in rows if t == "alerts"]
+        self.activations.update((r["activation_id"], r) for t, r in rows if t == "activations")
 
     def _truth_device(self, event: Event) -> str | None:
         """The device of the nearest unclaimed true switch within tolerance (for the user)."""

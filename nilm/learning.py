@@ -36,6 +36,8 @@ TableRow = tuple[str, dict[str, Any]]
 # A label whose event_id is "cluster:<cluster_id>" names an unknown-device cluster: every event
 # of it that the learner remembers is learned as that device.
 CLUSTER_LABEL_PREFIX = "cluster:"
+# How many provisional event ids (and labels waiting for them) a learner keeps in mind.
+_PROVISIONAL_MEMORY = 256
 
 
 def event_row(
@@ -75,6 +77,7 @@ def event_row(
             "settle_slope_w_per_s": event.settle_slope_w_per_s,
             "detector": event.detector,
             "labelled": labelled,
+            "provisional": event.provisional,
         },
     )
 
@@ -188,6 +191,16 @@ class HomeLearner:
         self.recent: OrderedDict[str, _Seen] = OrderedDict()
         self.last_label_id = 0
         self.n_events = 0
+        # Provisional events answered lately, and labels that came for one of them: a label is
+        # learned when its event is final (see `_provisional_rows`).
+        self.provisional_ids: OrderedDict[str, None] = OrderedDict()
+        self.parked_labels: OrderedDict[str, Label] = OrderedDict()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # snapshots from before provisional events lack these; a restart must not fail on them
+        self.__dict__.setdefault("provisional_ids", OrderedDict())
+        self.__dict__.setdefault("parked_labels", OrderedDict())
 
     def clone(self) -> HomeLearner:
         return HomeLearner(
@@ -200,6 +213,13 @@ class HomeLearner:
 
     def on_event(self, event: Event) -> list[TableRow]:
         """Predict `event`'s device; rows for events, activations, clusters and alerts."""
+        if event.provisional:
+            return self._provisional_rows(event)
+        parked = self.parked_labels.pop(event.event_id, None)
+        if parked is not None:
+            answer = self.on_event(event)
+            seen_now = self.recent.get(event.event_id)
+            return answer + (self._learn(seen_now, parked.device) if seen_now is not None else [])
         if event.event_id in self.recent:
             # At-least-once delivery: an event seen before is answered as before, not relearned.
             return [self.recent[event.event_id].row()]
@@ -236,6 +256,32 @@ class HomeLearner:
         rows.append(seen.row())
         return rows
 
+    def _provisional_rows(self, event: Event) -> list[TableRow]:
+        """A provisional event (`nilm.provisional`): its device as the models see it now.
+
+        Nothing is learned, paired, clustered or counted: the final event does all of that,
+        once, so a provisional event that is refined, replaced or retracted leaves no trace.
+        """
+        sig = signature_of(event, self.utc_offset_s)
+        closes = self.pairer.match(event, None)
+        if closes is not None:
+            hours = (event.ts - closes.start_ts).total_seconds() / 3600.0
+            sig = sig.with_run(hours * 3600.0, hours * (closes.power_w - event.delta_p_w) / 2.0)
+        x = features(sig)
+        proba = self._served_proba(event, x) or self.classifier.predict_proba_one(x)
+        score = self.novelty.score_one(x)
+        device: str | None = None
+        confidence = 0.0
+        if proba and not score.novel:
+            device = max(sorted(proba), key=lambda k: proba[k])
+            confidence = proba[device]
+        uncertainty = 1.0 - confidence * (1.0 - score.novelty)
+        self.provisional_ids[event.event_id] = None
+        self.provisional_ids.move_to_end(event.event_id)
+        while len(self.provisional_ids) > _PROVISIONAL_MEMORY:
+            self.provisional_ids.popitem(last=False)
+        return [event_row(event, device, confidence, score.novelty, uncertainty)]
+
     def _served_proba(self, event: Event, x: dict[str, float]) -> dict[str, float]:
         """The batch model's answer, or {} when there is none (River answers then)."""
         if self.served is None:
@@ -263,6 +309,12 @@ class HomeLearner:
         if label.event_id.startswith(CLUSTER_LABEL_PREFIX):
             return self._name_cluster(label.event_id[len(CLUSTER_LABEL_PREFIX) :], label.device)
         seen = self.recent.get(label.event_id)
+        if seen is None and label.event_id in self.provisional_ids:
+            # The event is still provisional: learn the label when it is final.
+            self.parked_labels[label.event_id] = label
+            while len(self.parked_labels) > _PROVISIONAL_MEMORY:
+                self.parked_labels.popitem(last=False)
+            return []
         if seen is None:
             logger.warning(
                 "label %s names event %s, which is not among the last %s events of home %s: "
