@@ -153,7 +153,10 @@ class HomeEventDetector:
         `tail_steps`, when given, looks for steps there.
         """
         # copies of what closing changes (steps are frozen: shared)
-        legs = {leg: replace(seg, cps=list(seg.cps)) for leg, seg in self._legs.items()}
+        legs = {
+            leg: replace(seg, cps=list(seg.cps), moves=list(seg.moves))
+            for leg, seg in self._legs.items()
+        }
         waiting = {leg: list(steps) for leg, steps in self._pairer.waiting.items()}
         pairer = replace(self._pairer, waiting=waiting)
         for seg in legs.values():
