@@ -17,6 +17,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 NILM = ROOT / ".venv" / "bin" / "nilm"
@@ -77,10 +78,14 @@ def main() -> int:
         from nilm.records import TruthEvent
 
         con = duckdb.connect(str(db), read_only=True)
-        rows = con.execute("SELECT ts, legs, delta_p_w FROM events ORDER BY ts").fetchall()
+        rows = con.execute("SELECT ts, legs, delta_p_w, ramp_s FROM events ORDER BY ts").fetchall()
         n_db = con.execute("SELECT count(*) FROM readings").fetchone()
         con.close()
-        found = [TruthEvent(ts, "?", legs, "on" if dp > 0 else "off", dp) for ts, legs, dp in rows]
+        # an event with a ramp covers [ts, ts + ramp_s] (nilm.matching)
+        found = [
+            SimpleNamespace(ts=ts, legs=legs, delta_p_w=dp, ramp_s=ramp or 0.0)
+            for ts, legs, dp, ramp in rows
+        ]
         with truth.open() as fh:
             expected = [
                 TruthEvent(
@@ -94,7 +99,7 @@ def main() -> int:
             ]
         m = match_events(found, expected, tolerance_s=2.0, min_w=50.0)
         stored = n_db[0] if n_db else 0
-        print(f"database: {stored:,} readings, {len(rows)} events; vs truth (±2 s, >= 50 W): "
+        print(f"database: {stored:,} readings, {len(rows)} events; vs truth (±2 s, ramps, >=50 W): "
               f"precision {m.precision:.4f}, recall {m.recall:.4f}")  # fmt: skip
     return 0
 

@@ -153,7 +153,10 @@ class HomeEventDetector:
         `tail_steps`, when given, looks for steps there.
         """
         # copies of what closing changes (steps are frozen: shared)
-        legs = {leg: replace(seg, cps=list(seg.cps)) for leg, seg in self._legs.items()}
+        legs = {
+            leg: replace(seg, cps=list(seg.cps), moves=list(seg.moves))
+            for leg, seg in self._legs.items()
+        }
         waiting = {leg: list(steps) for leg, steps in self._pairer.waiting.items()}
         pairer = replace(self._pairer, waiting=waiting)
         for seg in legs.values():
@@ -208,7 +211,8 @@ class HomeEventDetector:
         for steps in self._pairer.waiting.values():
             for s in steps:
                 keep = min(keep, s.first)
-        self._buf.trim(keep - self._config.before_samples - 2)
+        margin = max(self._config.before_samples, self._config.wander_before_samples)
+        self._buf.trim(keep - margin - 2)
 
     def _event(self, step: LegStep, partner: LegStep | None) -> Event:
         by_leg = {step.leg: step}
@@ -236,6 +240,10 @@ class HomeEventDetector:
         volts = [level(leg, "v", "before") for leg in legs]
         dp = p_after - p_before
         ramp_s = max((s.last_ts_us - s.ts_us) / 1e6 for s in by_leg.values())
+        extra = {"n_changepoints": float(sum(s.n_changepoints for s in by_leg.values()))}
+        # the decay of the leg with the largest inrush
+        inrush = max(by_leg.values(), key=lambda s: s.peak[s.leg] - s.after[f"{s.leg}_p"])
+        extra.update({f"inrush_{k}": v for k, v in inrush.decay.items()})
         return Event(
             event_id=event_id_for(self.home_id, ts_us // 1_000_000 * 1_000_000, legs),
             home_id=self.home_id,
@@ -256,5 +264,5 @@ class HomeEventDetector:
             ramp_s=ramp_s,
             settle_slope_w_per_s=float(sum(s.settle_slope_w_per_s for s in by_leg.values())),
             detector=self.detector,
-            extra={"n_changepoints": float(sum(s.n_changepoints for s in by_leg.values()))},
+            extra=extra,
         )

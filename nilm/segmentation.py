@@ -33,6 +33,7 @@ __all__ = [
     "LegStep",
     "SampleBuffer",
     "SegmentationConfig",
+    "leg_wander",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,37 @@ class SegmentationConfig:
         A staircase never spans more than this.
     legs_merge_s
         Steps on legs a and b at most this far apart, in the same direction, are one 'ab' event.
+    legs_ratio_max
+        ... and of comparable size: the larger at most this many times the smaller (a 240 V load
+        draws the same current on both legs; two 120 V loads switching in the same second on
+        different legs are two events).
+    max_gap_s
+        A step whose first sample ends a gap in the readings of at most this long is stamped
+        at the gap's start and spans it.
+    decay_s
+        After a step up that overshoots (an inrush), falls within this time of its start that
+        continue the decay towards the new level are part of the step, not switches of their
+        own (a compressor start: 884 -> 305 -> 141 -> 94 -> 80 -> 76 W at 1 Hz).
+    wander_before_s, wander_after_s
+        Windows before and after a step in which the leg's wander is measured, in seconds...
+    wander_before_samples, wander_after_samples
+        ... and in samples at most (the buffer keeps `wander_before_samples` before a step).
+    wander_lag
+        Wander is what moves the leg's power over this many samples beyond its sample-to-sample
+        noise.
+    wander_k
+        A step smaller than this many times the leg's wander is the load wandering (a TV with
+        the picture), not a switch.
+    wander_cap_w
+        Moves larger than this are switches, never wander.
+    wander_memory_s, wander_moves, recent_k
+        A leg that moved at least `wander_moves` times by less than `wander_cap_w` in the last
+        `wander_memory_s` wanders: a step there must exceed `recent_k` times the upper quartile
+        of those moves.
+    persist_fraction
+        A step smaller than `wander_cap_w` is a switch only if the leg's level over the wander
+        windows (medians) moved by at least `min_event_w` and, where the leg wanders, by this
+        fraction of the step: wander comes back.
 
     Examples
     --------
@@ -79,10 +111,24 @@ class SegmentationConfig:
     before_samples: int = 5
     after_samples: int = 3
     ramp_gap_s: float = 4.5
-    spike_s: float = 3.0
+    spike_s: float = 2.5
     staircase_s: float = 8.0
     max_ramp_s: float = 20.0
     legs_merge_s: float = 2.0
+    legs_ratio_max: float = 1.6
+    max_gap_s: float = 30.0
+    decay_s: float = 15.0
+    wander_before_s: float = 60.0
+    wander_after_s: float = 15.0
+    wander_before_samples: int = 60
+    wander_after_samples: int = 15
+    wander_lag: int = 4
+    wander_k: float = 2.5
+    wander_cap_w: float = 150.0
+    wander_memory_s: float = 600.0
+    wander_moves: int = 4
+    recent_k: float = 1.5
+    persist_fraction: float = 0.6
 
     def __post_init__(self) -> None:
         if self.min_event_w <= 0 or self.min_steady_samples < 1:
@@ -92,6 +138,11 @@ class SegmentationConfig:
             )
         if self.before_samples < 1 or self.after_samples < 1:
             raise ValueError("before_samples and after_samples must be at least 1")
+        if self.wander_lag < 1 or self.wander_after_samples < self.after_samples:
+            raise ValueError(
+                f"wander_lag={self.wander_lag} must be >= 1 and wander_after_samples="
+                f"{self.wander_after_samples} >= after_samples={self.after_samples}"
+            )
 
 
 def _median(x: FloatArray) -> float:
@@ -102,6 +153,45 @@ def _median(x: FloatArray) -> float:
         return math.nan
     half = n // 2
     return float(vals[half]) if n % 2 else 0.5 * (vals[half - 1] + vals[half])
+
+
+def leg_wander(
+    before: FloatArray, after: FloatArray | None = None, lag: int = 4, cap_w: float = 150.0
+) -> float:
+    """How far a load wanders over `lag` samples beyond its sample-to-sample noise, in watts.
+
+    White noise moves a load as much from one sample to the next as over `lag` samples; a load
+    that wanders (a TV with the picture, a PC with its work) moves further over `lag` samples.
+    The upper quartiles of both spans' absolute differences are compared, so one switch in the
+    window (a few large differences) does not count as wander. Windows on both sides of a step
+    are pooled, without the differences across the step. Differences over `cap_w` are switches,
+    never wander: a microwave cycling its magnetron is not a load wandering by a kilowatt.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> noise = 200 + rng.normal(0, 15, 60)
+    >>> wander = 200 + np.repeat(rng.uniform(-40, 40, 12), 5) + rng.normal(0, 2, 60)
+    >>> round(leg_wander(noise)), leg_wander(wander) > 20
+    (0, True)
+    """
+    far: list[FloatArray] = []
+    near: list[FloatArray] = []
+    for x in (before, after):
+        if x is None:
+            continue
+        x = x[np.isfinite(x)]
+        if x.size > lag:
+            d_far = np.abs(x[lag:] - x[:-lag])
+            d_near = np.abs(np.diff(x))
+            far.append(d_far[d_far <= cap_w])
+            near.append(d_near[d_near <= cap_w])
+    if sum(f.size for f in far) < lag + 2 or sum(n.size for n in near) < lag + 2:
+        return 0.0
+    q_far = float(np.quantile(np.concatenate(far), 0.85))
+    q_near = float(np.quantile(np.concatenate(near), 0.85))
+    # a margin over the noise: with a few dozen samples, white noise alone can move q_far 30 %
+    return math.sqrt(max(q_far * q_far - 2.25 * q_near * q_near, 0.0))
 
 
 class SampleBuffer:
@@ -150,6 +240,11 @@ class SampleBuffer:
     def ts(self, index: int) -> int:
         return int(self.ts_us[index - self.start])
 
+    def index_at(self, ts_us: int, lo: int) -> int:
+        """The global index of the first sample at or after `ts_us`, searching from `lo`."""
+        base = max(lo, self.start) - self.start
+        return self.start + base + int(np.searchsorted(self.ts_us[base:], ts_us, side="left"))
+
     def window(self, name: str, lo: int, hi: int) -> FloatArray:
         lo = max(lo, self.start)
         return self.cols[name][lo - self.start : max(hi - self.start, lo - self.start)]
@@ -160,9 +255,14 @@ class LegStep:
     """A closed step on one leg, with the levels of both legs around it.
 
     `first` and `last` are the global indices of its first and last change point (the first
-    samples of the new levels); `before` and `after` map ``{leg}_{quantity}`` to the medians of
-    the windows before `first` and after `last`; `peak` maps each leg to its largest active power
-    from `first` to the end of the after window.
+    samples of the new levels); `last_ts_us` is when its rise ends (a ramp's end; an inrush's
+    decay is not part of it, so ``last_ts_us - ts_us`` is the ramp); `before` and `after` map
+    ``{leg}_{quantity}`` to the medians of the windows before `first` and after `last`; `peak`
+    maps each leg to its largest active power from `first` to the end of the after window.
+    `decay` describes how an inrush on this leg decays to the new level: ``ratio_1s``,
+    ``ratio_3s`` and ``ratio_5s`` are the excess over the new level 1, 3 and 5 s after the peak
+    as a fraction of the peak's, ``tau_s`` the time until it falls below 1/e of it (empty when
+    the step has no inrush).
     """
 
     leg: str
@@ -175,6 +275,7 @@ class LegStep:
     peak: dict[str, float]
     settle_slope_w_per_s: float
     n_changepoints: int
+    decay: dict[str, float] = field(default_factory=dict)
 
     @property
     def delta_p_w(self) -> float:
@@ -188,6 +289,11 @@ class _Group:
     after_hi: int  # one past the after window
     n_cps: int
     delta_w: float
+    rise_last: int = -1  # the last change point of the rise, before any decay joined
+
+    def __post_init__(self) -> None:
+        if self.rise_last < 0:
+            self.rise_last = self.last
 
 
 @dataclass(slots=True)
@@ -195,7 +301,9 @@ class LegSegmenter:
     """Turns one leg's change points into closed `LegStep`s as soon as they are certain.
 
     `cps` are change points not yet part of a closed step; `seg_start` is where the current
-    steady segment began (the last change point of the last closed step).
+    steady segment began (the last change point of the last closed step); `event_end` is the
+    last change point of the last step that was a switch: the windows that judge wander look
+    back no further, so a switch is never judged against the level before the previous one.
 
     Examples
     --------
@@ -215,6 +323,8 @@ class LegSegmenter:
     config: SegmentationConfig = field(default_factory=SegmentationConfig)
     cps: list[int] = field(default_factory=list)
     seg_start: int = 0
+    event_end: int = 0
+    moves: list[tuple[int, float]] = field(default_factory=list)
 
     def add(self, cps: IntArray) -> None:
         self.cps.extend(int(c) for c in cps)
@@ -268,15 +378,26 @@ class LegSegmenter:
             # soft start that holds a level between two climbs), or later when the power keeps
             # moving that way in between (a slow ramp); never beyond `max_ramp_s` from its start.
             # A leading group too small to be part of a step is noise and starts no chain.
+            # on a wandering leg, moves that follow each other are the wander, not a ramp; only
+            # a slide larger than any wander (a washer's spin-down) chains
+            wandering = self._recent(buf.ts(group.first)) > 0.0
             while abs(group.delta_w) >= cfg.min_event_w / 3.0:
-                gap_s = cfg.staircase_s if group.n_cps >= 2 else cfg.ramp_gap_s
+                slow = group.n_cps >= 2 and not wandering
+                gap_s = cfg.staircase_s if slow else cfg.ramp_gap_s
                 gap_limit = buf.ts(group.last) + int(gap_s * 1e6)
                 ramp_limit = buf.ts(group.first) + int(cfg.max_ramp_s * 1e6)
+                decay_limit = buf.ts(group.first) + int(cfg.decay_s * 1e6)
                 if nxt < len(self.cps):
                     c2 = self.cps[nxt]
-                    if buf.ts(c2) > ramp_limit:
+                    # an inrush still decaying towards the next change point
+                    decaying = buf.ts(c2) <= decay_limit and self._decaying(group, c2, buf)
+                    if buf.ts(c2) > ramp_limit and not decaying:
                         break
-                    if buf.ts(c2) > gap_limit and not self._moving(group, c2, buf):
+                    if (
+                        buf.ts(c2) > gap_limit
+                        and not decaying
+                        and not self._moving(group, c2, buf, wandering)
+                    ):
                         break
                     follow = self._raw_group(nxt, buf, known, final, group.last)
                     if follow is None:
@@ -293,10 +414,18 @@ class LegSegmenter:
                         abs(after - before) < cfg.min_event_w
                         and buf.ts(g2.first) - buf.ts(group.last) <= cfg.spike_s * 1e6
                     )
-                    if not (same or small or back):
+                    # a fall that continues an inrush's decay, the load still on after it
+                    decay = decaying and g2.delta_w < 0 and after - before >= cfg.min_event_w
+                    if not (same or small or back or decay):
                         break
+                    rise_last = g2.last if same else group.rise_last
                     group = _Group(
-                        group.first, g2.last, g2.after_hi, group.n_cps + g2.n_cps, after - before
+                        group.first,
+                        g2.last,
+                        g2.after_hi,
+                        group.n_cps + g2.n_cps,
+                        after - before,
+                        rise_last,
                     )
                     nxt = nxt2
                     continue
@@ -304,22 +433,145 @@ class LegSegmenter:
                 if not final and buf.ts(min(known, buf.end - 1)) <= max(gap_limit, ramp_limit):
                     return steps
                 break
+            # the windows that judge the step (wander, decay) must be complete
+            if not final and not self._after_complete(group, buf, known):
+                return steps
             del self.cps[:nxt]
             prev = self.seg_start
             self.seg_start = group.last
-            if abs(group.delta_w) >= cfg.min_event_w:
+            if self._is_switch(group, buf):
                 steps.append(self._step(group, prev, buf))
+                self.event_end = group.last
+            else:
+                self._remember_move(buf.ts(group.first), abs(group.delta_w))
         return steps
 
-    def _moving(self, group: _Group, until: int, buf: SampleBuffer) -> bool:
-        """Whether the power keeps moving in the group's direction from its end to `until`."""
+    def _is_switch(self, group: _Group, buf: SampleBuffer) -> bool:
+        """Whether a closed group is a switch rather than noise or a load wandering.
+
+        A step of at least `wander_cap_w`, or one that starts with an inrush (a motor: wander
+        never overshoots), is a switch when it reaches `min_event_w`. A smaller one must also
+        stand out of the leg's wander and leave the leg at its new level (`_persists`).
+        """
+        cfg = self.config
+        size = abs(group.delta_w)
+        if size < cfg.min_event_w:
+            return False
+        if size >= cfg.wander_cap_w or self._has_inrush(group, buf):
+            return True
+        threshold = self._threshold(group, buf)
+        # where the leg shows no wander, a load that settles slowly (a dishwasher's pump) need
+        # only stay a switch's worth above its old level
+        fraction = cfg.persist_fraction if threshold > cfg.min_event_w else 0.0
+        return size >= threshold and self._persists(group, buf, fraction)
+
+    def _has_inrush(self, group: _Group, buf: SampleBuffer) -> bool:
+        if group.delta_w <= 0:
+            return False
+        w = buf.window(f"{self.leg}_p", group.first, group.after_hi)
+        w = w[np.isfinite(w)]
+        if not w.size:
+            return False
+        after = _median(buf.window(f"{self.leg}_p", group.last, group.after_hi))
+        excess = float(w.max()) - after
+        return excess >= max(self.config.min_event_w, 0.5 * group.delta_w)
+
+    def _remember_move(self, ts_us: int, size: float) -> None:
+        """Keep the leg's recent moves under `wander_cap_w` that were no switch, for `_recent`
+        (a dishwasher's own pump switching is no sign that the leg wanders)."""
+        cfg = self.config
+        if cfg.min_event_w / 3.0 <= size < cfg.wander_cap_w:
+            self.moves.append((ts_us, size))
+        horizon = ts_us - int(cfg.wander_memory_s * 1e6)
+        while self.moves and self.moves[0][0] < horizon:
+            self.moves.pop(0)
+
+    def _recent(self, ts_us: int) -> float:
+        """How large the leg's moves have been lately, when it has moved often (a PC's bursts of
+        work, a TV's scenes): the upper quartile of the moves in the last `wander_memory_s`
+        before `ts_us`, or 0 when there were fewer than `wander_moves`."""
+        cfg = self.config
+        horizon = ts_us - int(cfg.wander_memory_s * 1e6)
+        sizes = [size for t, size in self.moves if horizon <= t < ts_us]
+        if len(sizes) < cfg.wander_moves:
+            return 0.0
+        return float(np.quantile(sizes, 0.75))
+
+    def _threshold(self, group: _Group, buf: SampleBuffer) -> float:
+        """The smallest step that is a switch here: `min_event_w`, or more where the leg wanders
+        on both sides of the step (the quieter side decides: a TV switching off leaves quiet)."""
+        cfg = self.config
+        name = f"{self.leg}_p"
+        before = buf.window(name, self._wander_from(group, buf), group.first)
+        after = buf.window(name, group.last, self._wander_to(group, buf))
+        wander = leg_wander(before, after, cfg.wander_lag, cfg.wander_cap_w)
+        recent = self._recent(buf.ts(group.first))
+        return max(cfg.min_event_w, cfg.wander_k * wander, cfg.recent_k * recent)
+
+    def _persists(self, group: _Group, buf: SampleBuffer, fraction: float) -> bool:
+        """Whether the leg's level over the wander windows moved as much as the step says: a
+        switch leaves the load at its new level, a load wandering comes back."""
+        cfg = self.config
+        name = f"{self.leg}_p"
+        before = _median(buf.window(name, self._wander_from(group, buf), group.first))
+        after_w = buf.window(name, group.last, self._wander_to(group, buf))
+        # up to the next switch that no wander makes (a heater switching on 4 s later)
+        start = _median(after_w[: cfg.after_samples])
+        big = np.flatnonzero(np.abs(after_w - start) >= cfg.wander_cap_w)
+        after = _median(after_w[: big[0]] if big.size else after_w)
+        moved = after - before
+        return (moved > 0) == (group.delta_w > 0) and abs(moved) >= max(
+            cfg.min_event_w, fraction * abs(group.delta_w)
+        )
+
+    def _wander_from(self, group: _Group, buf: SampleBuffer) -> int:
+        """Where the window before a step begins: `wander_before_s` back, at most
+        `wander_before_samples`, never before the previous switch's end."""
+        cfg = self.config
+        lo = max(self.event_end, group.first - cfg.wander_before_samples, buf.start)
+        return buf.index_at(buf.ts(group.first) - int(cfg.wander_before_s * 1e6), lo)
+
+    def _wander_to(self, group: _Group, buf: SampleBuffer) -> int:
+        """One past the window after a step: `wander_after_s` on, `wander_after_samples` at most."""
+        cfg = self.config
+        hi = min(group.last + cfg.wander_after_samples, buf.end)
+        return min(buf.index_at(buf.ts(group.last) + int(cfg.wander_after_s * 1e6), group.last), hi)
+
+    def _after_complete(self, group: _Group, buf: SampleBuffer, known: int) -> bool:
+        """Whether every sample of the window after the step is known (so the decision is the
+        same however the readings were batched)."""
+        cfg = self.config
+        if known >= group.last + cfg.wander_after_samples - 1:
+            return True
+        newest = min(known, buf.end - 1)
+        return newest >= group.last and buf.ts(newest) >= buf.ts(group.last) + int(
+            cfg.wander_after_s * 1e6
+        )
+
+    def _decaying(self, group: _Group, until: int, buf: SampleBuffer) -> bool:
+        """Whether a step up overshot and its power is still falling from its end to `until`."""
+        if group.delta_w <= 0:
+            return False
+        w = buf.window(f"{self.leg}_p", group.last, until)
+        w = w[np.isfinite(w)]
+        if w.size < 2:
+            return False
+        fall = float(w[0] - w[-1])
+        return fall >= self.config.min_event_w / 3.0 and float(w[-1]) <= float(w[:-1].min()) + 2.0
+
+    def _moving(self, group: _Group, until: int, buf: SampleBuffer, wandering: bool) -> bool:
+        """Whether the power keeps moving in the group's direction from its end to `until` (by
+        more than any wander, when the leg wanders)."""
         w = buf.window(f"{self.leg}_p", group.last, until)
         if w.size < 4:
             return False
         half = w.size // 2
         trend = _median(w[half:]) - _median(w[:half])
         same = (trend > 0) == (group.delta_w > 0)
-        return bool(same and abs(trend) >= self.config.min_event_w / 3)
+        # a slide is all movement; a big step followed by a heater's slow sag is not a slide
+        least = self.config.wander_cap_w if wandering else self.config.min_event_w / 3
+        big_enough = abs(trend) >= max(least, 0.25 * abs(group.delta_w))
+        return bool(same and big_enough)
 
     def _step(self, g: _Group, prev: int, buf: SampleBuffer) -> LegStep:
         cfg = self.config
@@ -345,14 +597,57 @@ class LegSegmenter:
             leg=self.leg,
             first=g.first,
             last=g.last,
-            ts_us=buf.ts(g.first),
-            last_ts_us=buf.ts(g.last),
+            ts_us=self._began_us(g, buf),
+            last_ts_us=buf.ts(g.rise_last),
             before=before,
             after=after,
             peak=peak,
             settle_slope_w_per_s=slope,
             n_changepoints=g.n_cps,
+            decay=self._decay(g, after[f"{self.leg}_p"], buf),
         )
+
+    def _began_us(self, g: _Group, buf: SampleBuffer) -> int:
+        """When the step began: its first sample, or, when that sample ends a gap in the
+        readings (a logger that missed seconds), the second after the last sample before the
+        gap; the step then spans the gap (its ramp covers it), for it happened somewhere in it."""
+        first = buf.ts(g.first)
+        if g.first - 1 < buf.start:
+            return first
+        before = buf.ts(g.first - 1)
+        if 1_500_000 < first - before <= int(self.config.max_gap_s * 1e6):
+            return before + 1_000_000
+        return first
+
+    def _decay(self, g: _Group, level: float, buf: SampleBuffer) -> dict[str, float]:
+        """How a step up's inrush decays to `level`: the excess 1, 3 and 5 s after the peak as
+        a fraction of the peak's, and the time until it is below 1/e of it (see `LegStep`)."""
+        cfg = self.config
+        if g.delta_w <= 0 or not math.isfinite(level):
+            return {}
+        hi = self._wander_to(g, buf)
+        x = buf.window(f"{self.leg}_p", g.first, hi)
+        lo = max(g.first, buf.start) - buf.start
+        t = buf.ts_us[lo : lo + x.size]
+        keep = np.isfinite(x)
+        x, t = x[keep], t[keep]
+        if x.size < 2:
+            return {}
+        top = int(np.argmax(x))
+        excess = float(x[top]) - level
+        if excess < max(cfg.min_event_w / 3.0, 0.1 * g.delta_w):
+            return {}
+        rel_s = (t[top:] - t[top]) / 1e6
+        ratio = (x[top:] - level) / excess
+        out = {f"ratio_{k}s": float(np.interp(k, rel_s, ratio)) for k in (1, 3, 5)}
+        below = np.flatnonzero(ratio < 1.0 / math.e)
+        if below.size:
+            i = int(below[0])
+            frac = (ratio[i - 1] - 1.0 / math.e) / (ratio[i - 1] - ratio[i])
+            out["tau_s"] = float(rel_s[i - 1] + frac * (rel_s[i] - rel_s[i - 1]))
+        else:
+            out["tau_s"] = float(rel_s[-1])
+        return out
 
 
 @dataclass(slots=True)
@@ -401,8 +696,10 @@ class LegPairer:
             for cand in self.waiting[other]:
                 if cand.ts_us > horizon:
                     break
-                if abs(cand.ts_us - step.ts_us) <= window and (cand.delta_p_w > 0) == (
-                    step.delta_p_w > 0
+                if (
+                    abs(cand.ts_us - step.ts_us) <= window
+                    and (cand.delta_p_w > 0) == (step.delta_p_w > 0)
+                    and self._comparable(cand.delta_p_w, step.delta_p_w)
                 ):
                     partner = cand
                     break
@@ -411,3 +708,7 @@ class LegPairer:
                 self.waiting[other].remove(partner)
             out.append((step, partner))
         return out
+
+    def _comparable(self, delta_a: float, delta_b: float) -> bool:
+        small, large = sorted((abs(delta_a), abs(delta_b)))
+        return large <= self.config.legs_ratio_max * small

@@ -32,9 +32,9 @@ def test_eval_prints_the_contract_figures(recording: tuple[Path, Path]) -> None:
     json.dumps(result)  # one JSON object
     assert set(result) >= {"events", "classification", "novelty", "drift", "models"}
     assert set(result["events"]) == {"precision", "recall", "f1"}
-    # 0.88 since the simulator's appliances decay, wander and step like measured ones (issue 10;
-    # it was 0.99 before): the segmenter's handling of those patterns is to bring it back.
-    assert result["events"]["f1"] > 0.83
+    # 0.99 on the easy simulator, 0.88 once its appliances decayed, wandered and stepped like
+    # measured ones (issue 10), and back above 0.9 with a segmenter that knows those shapes.
+    assert result["events"]["f1"] > 0.9
     assert {"macro_f1", "per_device"} <= set(result["classification"])
     assert result["classification"]["macro_f1"] > 0.7
     assert result["novelty"]["roc_auc"] is not None and result["novelty"]["roc_auc"] > 0.8
@@ -78,7 +78,8 @@ def test_a_label_mid_stream_reaches_the_learner_once_across_restarts(tmp_path: P
         return [row for table, row in out if table == "events" and not row["provisional"]]
 
     def fridge_like(row: dict) -> bool:
-        return row["legs"] == "a" and 100 <= row["delta_p_w"] <= 160
+        # the simulator's fridge: 95 W once its inrush has decayed (the event carries the decay)
+        return row["legs"] == "a" and 75 <= row["delta_p_w"] <= 160
 
     first = run(8, [])
     fridge = [r for r in first if fridge_like(r)]

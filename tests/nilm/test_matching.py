@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -55,3 +56,39 @@ def test_legs_agreement_is_reported():
     r = match_events([ev(0, 3000, "a"), ev(50, 100, "b")], [ev(0, 3000, "ab"), ev(50, 100, "b")])
     assert r.legs_agree == pytest.approx(0.5)
     assert r.as_dict()["f1"] == 1.0
+
+
+@dataclass(frozen=True)
+class Ramped:
+    ts: datetime
+    delta_p_w: float
+    legs: str
+    ramp_s: float
+
+
+def ramped(seconds: float, dp: float, ramp_s: float) -> Ramped:
+    return Ramped(T0 + timedelta(seconds=seconds), dp, "a", ramp_s)
+
+
+def test_a_ramp_covers_its_span_widened_by_the_tolerance():
+    # a staircase shut-down stamped where it begins; the truth stamped where it reaches zero
+    truth = [ev(105, -128)]
+    assert match_events([ev(100, -128)], truth).recall == 0.0
+    assert match_events([ramped(100, -128, 4.0)], truth).recall == 1.0
+    assert match_events([ramped(100, -128, 2.9)], truth).recall == 0.0
+    # the span is widened on both sides, not only after its end
+    assert match_events([ramped(100, -128, 4.0)], [ev(98, -128)]).recall == 1.0
+    assert match_events([ramped(100, -128, 4.0)], [ev(97.5, -128)]).recall == 0.0
+
+
+def test_a_truth_ramp_is_covered_as_well():
+    assert match_events([ev(112, 7000)], [ramped(100, 7000, 10.0)]).recall == 1.0
+    assert match_events([ev(112.5, 7000)], [ramped(100, 7000, 10.0)]).recall == 0.0
+
+
+def test_an_overlapping_span_wins_over_a_nearer_start():
+    # the long ramp contains the second truth; the point event sits 1 s from the first truth
+    truth = [ev(100, 300), ev(106, 300)]
+    found = [ramped(101, 300, 6.0), ev(101, 300)]
+    r = match_events(found, truth)
+    assert r.pairs == ((0, 1), (1, 0))

@@ -150,9 +150,11 @@ def test_simulated_days_precision_and_recall():
     batch, truth = sim.HouseholdSimulator(sim.SimulatorConfig(seed=2)).run(2)
     r = match_events(detect(batch, 3600), truth, tolerance_s=2.0, min_w=50.0)
     assert r.n_truth > 200
-    # Since the simulator's inrush decays over seconds and TVs, PCs and drums wander (issue 10),
-    # precision is 0.81 and recall 0.95 (both were 1.00): the segmenter is to bring them back.
-    assert r.precision >= 0.75 and r.recall >= 0.92
+    # With inrush that decays over seconds and TVs, PCs and drums that wander (issue 10) the
+    # segmenter scores P 0.99, R 0.97 here (0.81 / 0.95 before it knew these shapes); what it
+    # misses are mostly 70-90 W switches on a leg where a PC or TV wanders, and a washer's slow
+    # drum changes.
+    assert r.precision >= 0.97 and r.recall >= 0.96
     assert r.legs_agree >= 0.97
 
 
@@ -165,3 +167,203 @@ def test_fridge_steps_under_a_noisy_charger():
     r = match_events(detect(batch), truth, tolerance_s=2.0, min_w=50.0)
     assert r.n_truth >= 20
     assert r.precision >= 0.97 and r.recall >= 0.97
+
+
+# --- the shapes measured appliances make (issue 10) ---------------------------------------------
+
+
+def second(e: Event) -> int:
+    """Seconds since the trace began."""
+    return int(to_epoch_us(e.ts) - T0_US) // 1_000_000
+
+
+def assert_events(
+    events: list[Event], expected: list[tuple[int, str, float]], tol_s: int = 0, rel: float = 0.1
+) -> None:
+    """Exactly the expected (second, legs, ΔP) in order: within `tol_s` s and `rel` of ΔP."""
+    found = [(second(e), e.legs, round(e.delta_p_w)) for e in events]
+    assert len(found) == len(expected), found
+    for (t, legs, dp), (t_x, legs_x, dp_x) in zip(found, expected, strict=True):
+        assert abs(t - t_x) <= tol_s and legs == legs_x, found
+        assert dp == pytest.approx(dp_x, rel=rel), found
+
+
+def test_decaying_compressor_start_is_one_event_with_its_decay():
+    # a ~76 W fridge: 884 -> 305 -> 141 -> 94 -> 80 -> 76 W at 1 Hz, on a leg carrying 150 W
+    start = np.array([884.0, 305.0, 141.0, 94.0, 80.0])
+    a = np.concatenate([flat(100, 150.0), 150 + start, flat(300, 226.0), flat(100, 150.0)])
+    events = detect(make_batch(a, flat(a.size, 90.0)))
+    assert_events(events, [(100, "a", 76.0), (405, "a", -76.0)])
+    on = events[0]
+    assert on.inrush_peak_w == pytest.approx(884 - 76, abs=15)
+    # (305 - 76) / 808 of the excess is left one sample after the peak, (94 - 76) / 808 three
+    # samples after; the ratios are read at 1 and 3 s of the timestamps, which jitter by 0.3 s
+    assert 0.2 < on.extra["inrush_ratio_1s"] < 0.45
+    assert on.extra["inrush_ratio_3s"] < 0.1 and on.extra["inrush_ratio_5s"] < 0.05
+    assert 0.5 < on.extra["inrush_tau_s"] < 1.3
+    assert on.ramp_s <= 1.5  # the decay is not a ramp
+    assert "inrush_tau_s" not in events[1].extra
+
+
+def test_slow_inrush_decay_is_one_event():
+    # a well pump: 700 W of inrush decaying with a 2.5 s time constant to 95 W
+    t = np.arange(15.0)
+    a = np.concatenate([flat(100, 150.0), 245 + 700 * np.exp(-t / 2.5), flat(300, 245.0)])
+    (on,) = detect(make_batch(a, flat(a.size, 90.0)))
+    assert second(on) == 100
+    assert on.delta_p_w == pytest.approx(95.0, rel=0.15)
+    assert on.extra["inrush_tau_s"] == pytest.approx(2.5, abs=0.7)
+
+
+def test_step_after_a_steady_on_is_not_taken_for_a_decay():
+    # 500 W on (one second of inrush), 4 s later another load on the leg switches off (-60 W)
+    a = np.concatenate([flat(100, 150.0), [1500.0], flat(4, 650.0), flat(200, 590.0)])
+    events = detect(make_batch(a, flat(a.size, 90.0)))
+    assert_events(events, [(100, "a", 500.0), (105, "a", -60.0)])
+
+
+def tv_wander(n: int, rng: np.random.Generator, amp_w: float) -> np.ndarray:
+    """A picture's brightness: a new level within ±amp_w every 2-8 s, reached over 1-2 s."""
+    out = np.empty(n)
+    level, i = 0.0, 0
+    while i < n:
+        hold = int(rng.integers(2, 9))
+        new = rng.uniform(-amp_w, amp_w)
+        k = min(int(rng.integers(1, 3)), n - i)
+        out[i : i + k] = np.linspace(level, new, k + 1)[1:]
+        out[i + k : i + hold] = new
+        level, i = new, i + hold
+    return out
+
+
+def test_wandering_tv_makes_no_events_beside_a_steady_fridge():
+    # leg b: a 150 W TV whose draw moves ±30 W with the picture for 13 minutes, while a 125 W
+    # fridge runs from 200 s to 600 s on the same leg
+    rng = np.random.default_rng(3)
+    n = 900
+    tv = np.zeros(n)
+    tv[60:840] = 150 + tv_wander(780, rng, 30.0)
+    fridge = np.zeros(n)
+    fridge[200:600] = 125.0
+    events = detect(make_batch(flat(n, 85.0), 60 + tv + fridge, seed=3))
+    # the TV's steps are its draw of the moment, 150 W ± 30 W; a move of the picture in the same
+    # seconds as the fridge's step joins it (stamped where that move began, within ±2 s)
+    assert_events(
+        events, [(60, "b", 150), (200, "b", 125), (600, "b", -150), (840, "b", -150)], 2, 0.4
+    )
+
+
+def test_small_switch_on_a_quiet_leg_is_still_found_beside_a_wandering_leg():
+    rng = np.random.default_rng(4)
+    n = 600
+    b = 60 + 150 + tv_wander(n, rng, 30.0)
+    a = np.concatenate([flat(300, 85.0), flat(300, 125.0)])  # a 40 W lamp
+    events = detect(make_batch(a, b, seed=4))
+    assert_events([e for e in events if "a" in e.legs], [(300, "a", 40.0)])
+
+
+def test_staircase_shut_down_is_one_event_that_covers_the_truth_at_its_end():
+    from nilm.matching import match_events
+    from nilm.records import TruthEvent, from_epoch_us
+
+    # 128 -> 96 -> 80 -> 32 -> 0 W over 5 s
+    a = np.concatenate([flat(100, 150.0 + 128), 150 + np.array([96.0, 80.0, 32.0]), flat(100, 150)])
+    events = detect(make_batch(a, flat(a.size, 90.0)))
+    assert_events(events, [(100, "a", -128.0)])
+    assert events[0].ramp_s >= 2.5
+    # a sub-metered truth stamps it where the appliance's own trace reaches zero
+    end = [TruthEvent(from_epoch_us(T0_US + 103_500_000), "fan", "a", "off", -128.0)]
+    assert match_events(events, end).recall == 1.0
+
+
+def washer_programme() -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Leg b of a washer: its drum turns (250 W, churning ±20 W) and pauses, and its 2 kW heater
+    switches twice while the drum moves. Returns the power and the (second, watts) of each
+    state change."""
+    rng = np.random.default_rng(11)
+    n = 900
+    drum = np.zeros(n)
+    drum[60:300] = 250.0
+    drum[308:800] = 250.0
+    drum += np.where(drum > 0, np.repeat(rng.uniform(-20, 20, n // 3), 3), 0.0)
+    drum[60] = drum[308] = 600.0  # the motor's inrush
+    heater = np.zeros(n)
+    heater[200:380] = 2000.0
+    heater[500:620] = 2000.0
+    changes = [(60, 250), (200, 2000), (300, -250), (308, 250), (380, -2000), (500, 2000),
+               (620, -2000), (800, -250)]  # fmt: skip
+    return 60 + drum + heater, changes
+
+
+def test_washer_heating_between_drum_movements_each_change_is_an_event():
+    b, changes = washer_programme()
+    events = detect(make_batch(flat(b.size, 85.0), b, seed=11))
+    assert_events(events, [(t, "b", dp) for t, dp in changes])
+
+
+def test_dryer_heater_cycling_under_its_motor():
+    # the motor (leg a, 260 W) turns all along; the 240 V heater (2.5 kW a leg) cycles, starting
+    # in the same second as the motor
+    a = np.zeros(1200)
+    heater = np.zeros(1200)
+    a[100:1100] = 260.0
+    for on, off in ((100, 400), (460, 700), (760, 1000)):
+        heater[on:off] = 2500.0
+    events = detect(make_batch(85 + a + heater, 60 + heater))
+    heater = [(t, "ab", dp) for t, dp in ((400, -5000), (460, 5000), (700, -5000), (760, 5000))]
+    assert_events(events, [(100, "ab", 5260.0), *heater, (1000, "ab", -5000), (1100, "a", -260)])
+
+
+def test_microwave_at_partial_power_each_magnetron_switch_is_an_event():
+    b = np.zeros(300)
+    b[50:250] = 100.0  # fan and light
+    for on in range(60, 240, 30):
+        b[on : on + 12] += 1150.0  # the magnetron, 12 s in every 30
+    events = detect(make_batch(flat(300, 85.0), 60 + b))
+    cycles = [(t, "b", dp) for on in range(60, 240, 30) for t, dp in ((on, 1150), (on + 12, -1150))]
+    assert_events(events, [(50, "b", 100), *cycles, (250, "b", -100)])
+
+
+def test_two_appliances_switching_in_the_same_second_on_different_legs():
+    # a fridge (125 W) on leg a and a microwave (1250 W) on leg b, both at 100 s: two events,
+    # not one 240 V switch
+    a = np.concatenate([flat(100, 85.0), flat(200, 210.0)])
+    b = np.concatenate([flat(100, 60.0), flat(150, 1310.0), flat(50, 60.0)])
+    events = detect(make_batch(a, b))
+    assert_events(events, [(100, "a", 125.0), (100, "b", 1250.0), (250, "b", -1250.0)])
+
+
+def test_bursts_of_a_pc_make_no_events_and_a_compressor_start_among_them_is_found():
+    # leg a: a PC idling at 150 W with bursts of work (+30-60 W for 3-10 s) for 20 minutes; a
+    # fridge starts (9x inrush decaying to 95 W) in the middle of it
+    rng = np.random.default_rng(7)
+    n = 1500
+    pc = np.zeros(n)
+    t = 60
+    while t < n - 60:
+        idle, burst = int(rng.integers(3, 15)), int(rng.integers(3, 11))
+        pc[t + idle : t + idle + burst] = rng.uniform(30.0, 60.0)
+        t += idle + burst
+    pc[60 : n - 60] += 150.0
+    fridge = np.zeros(n)
+    fridge[700:] = 95.0
+    fridge[700:705] += np.array([760.0, 200.0, 55.0, 20.0, 5.0])
+    events = detect(make_batch(85 + pc + fridge, flat(n, 60.0), seed=7))
+    big = [e for e in events if abs(e.delta_p_w) >= 50]
+    assert [(second(e), e.legs, e.is_on) for e in big if abs(second(e) - 700) <= 2] == [
+        (700, "a", True)
+    ]
+    # the PC's own switch on and off may carry a burst; nothing else is an event
+    assert [second(e) for e in big if abs(second(e) - 700) > 2] == [60, n - 60]
+
+
+def test_a_step_after_a_gap_in_the_readings_spans_the_gap():
+    # the logger missed 8 s, during which a 500 W load switched on
+    a = np.concatenate([flat(100, 150.0), flat(100, 650.0)])
+    batch = make_batch(a, flat(a.size, 90.0))
+    keep = np.ones(a.size, bool)
+    keep[92:100] = False
+    (e,) = detect(batch[keep])
+    assert second(e) == 92  # the second after the last reading before the gap
+    assert e.ramp_s >= 7.5  # it happened somewhere in the gap
+    assert e.delta_p_w == pytest.approx(500.0, rel=0.02)
