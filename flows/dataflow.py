@@ -9,7 +9,7 @@ detector, and homes spread across workers and processes by key.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from bytewax import operators as op
@@ -99,8 +99,14 @@ def get_flow(
     source: Source[tuple[str, ReadingChunk]],
     sink: Sink[tuple[str, Any]],
     labels: Source[tuple[str, Label]] | None = None,
+    stored_labels: Mapping[str, Sequence[Label]] | None = None,
 ) -> Dataflow:
-    """The whole pipeline from a source of `(home_id, ReadingChunk)` to a sink of table rows."""
+    """The whole pipeline from a source of `(home_id, ReadingChunk)` to a sink of table rows.
+
+    `stored_labels` (by event id) are handed to the learner right after their event, in stream
+    order: a flow that regenerates stored events (a replay) relearns their labels as it goes.
+    """
+    after_event = stored_labels or {}
     flow = Dataflow("nilm")
     chunks = op.input("readings_in", flow, source)
     # (home_id, ReadingChunk)
@@ -130,8 +136,19 @@ def get_flow(
         ),
     )
     # (home_id, [Event])
-    events = op.flat_map("events", detected, lambda kv: [(kv[0], ("event", e)) for e in kv[1]])
-    # (home_id, ("event", Event))
+    events = op.flat_map(
+        "events",
+        detected,
+        lambda kv: [
+            item
+            for e in kv[1]
+            for item in [
+                (kv[0], ("event", e)),
+                *((kv[0], ("label", label)) for label in after_event.get(e.event_id, ())),
+            ]
+        ],
+    )
+    # (home_id, ("event", Event) | ("label", Label) of a stored label right after its event)
     learner_in = events
     if labels is not None:
         confirmed = op.input("labels_in", flow, labels)

@@ -2,6 +2,7 @@
 
 Readings and rejections are inserted or ignored by their keys; events, activations, alerts and
 clusters are upserted, except that a device a user confirmed is never overwritten by a prediction.
+A confirmation replaces an earlier one (a correction): the learner emits labels in label order.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ _KEYS = {
     "clusters": "cluster_id",
     "event_windows": "event_id",
 }
-# A confirmed label is the truth: a later prediction for the same event must not replace it.
+# A confirmed label is the truth: a later prediction for the same event must not replace it,
+# while a later confirmation (a correction) must.
 _KEEP_WHEN_LABELLED = {"device", "confidence", "labelled"}
 
 
@@ -85,7 +87,10 @@ def _upsert(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
         if c == key:
             continue
         if table == "events" and c in _KEEP_WHEN_LABELLED:
-            updates.append(f"{c} = CASE WHEN events.labelled THEN events.{c} ELSE excluded.{c} END")
+            updates.append(
+                f"{c} = CASE WHEN excluded.labelled THEN excluded.{c} "
+                f"WHEN events.labelled THEN events.{c} ELSE excluded.{c} END"
+            )
         else:
             updates.append(f'"{c}" = excluded."{c}"')
     # One INSERT … SELECT over an Arrow table: executemany ran row by row, 20 ms a row.

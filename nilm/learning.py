@@ -274,8 +274,17 @@ class HomeLearner:
     def _learn(self, seen: _Seen, device: str) -> list[TableRow]:
         if seen.label == device:
             return [seen.row()]
+        corrected = seen.label is not None
         seen.label = device
-        self.classifier.learn_one(seen.x, device)
+        if corrected:
+            # A correction: River's models cannot unlearn the old device, so the classifier is
+            # rebuilt from the confirmations still remembered, each with its latest device.
+            self.classifier = self.classifier.clone()
+            for remembered in self.recent.values():
+                if remembered.label is not None:
+                    self.classifier.learn_one(remembered.x, remembered.label)
+        else:
+            self.classifier.learn_one(seen.x, device)
         self.novelty.learn_label(seen.x, device)
         rows = [seen.row()]
         if seen.event.delta_p_w > 0:
