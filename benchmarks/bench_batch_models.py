@@ -45,7 +45,12 @@ def main() -> None:
     parser.add_argument("--models", default="xgboost,cnn,lstm")
     parser.add_argument("--retrain-hours", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick", action="store_true", help="two simulated days, 10 labels, XGBoost only"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.days, args.budgets, args.models = min(args.days, 2.0), "10", "xgboost"
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
 
