@@ -82,7 +82,7 @@ def main() -> None:
             f"retrain every {args.retrain_hours:g} h ({time.perf_counter() - t1:.0f} s)"
         )
         print(format_table(results))
-        serving(stream, windows)
+        serving(stream, windows, 100 if args.quick else 300)
 
 
 def serving(stream: LabelledStream, windows: list[EventWindow], n: int = 300) -> None:
