@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP_PC := $(VENV)/.installed-pc
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest bench bench-quick check-fresh browser-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-quick check-fresh browser-deps broker-deps clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is needed (python3.11 on PATH)"; exit 1; }
@@ -42,7 +42,16 @@ lint: $(STAMP_DEV)
 typecheck: $(STAMP_DEV)
 	$(BIN)/mypy
 
-pytest: $(STAMP_DEV) browser-deps
+# The Home Assistant tests run a real MQTT broker: Debian's mosquitto, installed the same way.
+broker-deps:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) \
+	    || echo "could not install mosquitto; the Home Assistant tests will say so"; \
+	  fi; \
+	fi
+
+pytest: $(STAMP_DEV) browser-deps broker-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -10,6 +10,7 @@ import logging
 import signal
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,11 +18,12 @@ from typing import Any
 
 import duckdb
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import run_main
+from bytewax.testing import cluster_main, run_main
 from tqdm import tqdm
 
 from flows.database import open_database
 from flows.dataflow import get_flow
+from flows.hass import HassPublisher, feeding, start_publisher, start_publishers
 from flows.sink import DuckDBSink
 from flows.sources import (
     FileReplaySource,
@@ -31,7 +33,7 @@ from flows.sources import (
     count_rows,
     stored_labels,
 )
-from nilm.settings import Settings
+from nilm.settings import Settings, shard_of
 from nilm.simulator import SimulatorConfig
 
 __all__ = ["ReplaySummary", "recovery_config", "replay", "run_demo", "run_live"]
@@ -169,13 +171,17 @@ def run_demo(
     con = open_database(settings.db_path)
     user = DemoUser(con, simulator, confirm_per_device)
     dashboard = None
+    publisher = None
     # The handler is in place before the banner, so a Ctrl-C at any point after it drains.
     with StopOnSignal() as stop:
         try:
+            publisher = start_publisher(con, settings)
             dashboard = _start_dashboard(con, settings) if serve else None
             url = getattr(dashboard, "url", None)
             print(f"database   {Path(settings.db_path).resolve()}")
             print(f"dashboard  {url or 'not served'}")
+            if publisher is not None:
+                print(f"mqtt       {publisher.where} (Home Assistant discovery)")
             print(
                 f"simulating home {settings.home_id!r} (seed {seed}): {backfill_days:g} days of "
                 f"history, then live at {speed:g}x; Ctrl-C stops",
@@ -190,12 +196,15 @@ def run_demo(
             labels = LabelSource(
                 con, settings.label_poll_s, lambda: simulator.done or stop(), last_label_id
             )
-            flow = get_flow(settings, source, DuckDBSink(con), labels, stored_labels=earlier)
+            sink = feeding(DuckDBSink(con), publisher)
+            flow = get_flow(settings, source, sink, labels, stored_labels=earlier)
             _run_flow(settings, flow, None)
         finally:
             user.stop()
             if user.is_alive():
                 user.join()
+            if publisher is not None:
+                publisher.stop()
             _print_totals(con)
             if dashboard is not None:
                 dashboard.stop()
@@ -203,23 +212,79 @@ def run_demo(
     return 0
 
 
-def run_live(settings: Settings) -> int:
-    """The long-lived flow on the Pi agent's readings, with recovery, serving the dashboard."""
-    from flows.live import live_flow
+def run_cluster(settings: Settings, config: str | None, processes: int) -> int:
+    """`processes` cluster processes of `nilm run` on this machine, restarted together when one
+    dies, until Ctrl-C or SIGTERM (passed on to each, so every one drains)."""
+    from flows.fleet import process_command, supervise
 
-    con = open_database(settings.db_path)
+    if processes < 2:
+        raise ValueError(f"--processes {processes}: a cluster needs at least 2 processes")
+    recovery_config(settings)  # made once here, not raced by the processes
+    with StopOnSignal() as stop:
+        return supervise(
+            lambda k, addresses: process_command(config, k, addresses, settings.db_path),
+            processes,
+            stop,
+        )
+
+
+def run_live(
+    settings: Settings, process_id: int | None = None, addresses: Sequence[str] | None = None
+) -> int:
+    """The long-lived flow on the Pi agents' readings, with recovery, serving the dashboard.
+
+    Alone (`addresses` None) this process runs every home. As process `process_id` of a Bytewax
+    cluster (`addresses`, one per process), it computes its share of the homes; process 0 owns
+    the database files, writes every home's rows and serves the dashboard.
+    """
+    from flows.fleet import fleet_flow, open_shards
+
+    owner = not addresses or process_id in (None, 0)
+    connections = open_shards(settings) if owner else {}
     dashboard = None
+    publishers: dict[int, HassPublisher] = {}
     with StopOnSignal() as stop:
         try:
-            dashboard = _start_dashboard(con, settings)
-            print(f"database   {Path(settings.db_path).resolve()}")
-            print(f"dashboard  {getattr(dashboard, 'url', None) or 'not served'}")
-            print(f"agent      {settings.agent.url}", flush=True)
-            _run_flow(settings, live_flow(settings, con, stop), recovery_config(settings))
+            if owner:
+                first = settings.home_list()[0].home_id
+                shown = connections[shard_of(first, settings.shards)]
+                publishers = start_publishers(connections, settings)
+                dashboard = _start_dashboard(shown, settings)
+                for path in settings.shard_paths():
+                    print(f"database   {Path(path).resolve()}")
+                print(f"dashboard  {getattr(dashboard, 'url', None) or 'not served'}")
+                for publisher in publishers.values():
+                    print(f"mqtt       {publisher.where} (Home Assistant discovery)")
+            for home in settings.home_list():
+                print(f"agent      {home.home_id}: {home.agent.url}", flush=True)
+            nudges = {k: p.nudge for k, p in publishers.items()}
+            flow = fleet_flow(settings, connections, stop, on_write=nudges)
+            epoch = timedelta(seconds=settings.snapshot_interval_s)
+            if addresses:
+                # The folder is made once, before the processes start (`nilm run --processes`
+                # does it; across machines, `python -m bytewax.recovery DIR 1` on the share).
+                if not Path(settings.recovery_dir).is_dir():
+                    raise FileNotFoundError(
+                        f"recovery folder {settings.recovery_dir} does not exist: create it once "
+                        f"for the cluster with: python -m bytewax.recovery "
+                        f"{settings.recovery_dir} 1"
+                    )
+                cluster_main(
+                    flow,
+                    list(addresses),
+                    process_id or 0,
+                    epoch_interval=epoch,
+                    recovery_config=RecoveryConfig(settings.recovery_dir),
+                )
+            else:
+                _run_flow(settings, flow, recovery_config(settings))
         finally:
+            for publisher in publishers.values():
+                publisher.stop()
             if dashboard is not None:
                 dashboard.stop()
-            con.close()
+            for con in connections.values():
+                con.close()
     return 0
 
 

@@ -56,7 +56,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.app import run_demo
 
-    settings = _settings(args, db_path=args.db, dashboard_port=args.port, dashboard_host=args.host)
+    mqtt = {"url": args.mqtt} if args.mqtt else None
+    settings = _settings(
+        args, db_path=args.db, dashboard_port=args.port, dashboard_host=args.host, mqtt=mqtt
+    )
     return run_demo(
         settings,
         days=args.days,
@@ -69,9 +72,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.app import run_live
+    from flows.app import run_cluster, run_live
 
-    return run_live(_settings(args, db_path=args.db))
+    settings = _settings(args, db_path=args.db, shards=args.shards)
+    if args.processes > 1:
+        return run_cluster(settings, args.config, args.processes)
+    addresses = [a for a in (args.addresses or "").split(";") if a.strip()]
+    if addresses and not 0 <= args.process_id < len(addresses):
+        raise ValueError(
+            f"--process-id {args.process_id} must index --addresses ({len(addresses)} given)"
+        )
+    return run_live(settings, args.process_id, addresses or None)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -191,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=float, default=None, help="stop after this many days")
     p.add_argument("--no-dashboard", action="store_true")
     p.add_argument(
+        "--mqtt",
+        default=None,
+        metavar="mqtt://HOST:PORT",
+        help="publish to Home Assistant through this MQTT broker (discovery and states)",
+    )
+    p.add_argument(
         "--confirm-per-device",
         type=int,
         default=3,
@@ -198,9 +215,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("run", help="the long-lived flow on the Pi agent's readings")
+    p = sub.add_parser("run", help="the long-lived flow on the Pi agents' readings")
     p.add_argument("--config", required=True, help="settings TOML")
     p.add_argument("--db", default=None)
+    p.add_argument(
+        "--shards", type=int, default=None, help="store the homes in this many DuckDB files"
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run the flow as a cluster of this many processes on this machine",
+    )
+    p.add_argument(
+        "--process-id",
+        type=int,
+        default=0,
+        help="this process's index in --addresses (a cluster across machines)",
+    )
+    p.add_argument(
+        "--addresses",
+        default=None,
+        help='every process\'s HOST:PORT, ";"-separated, the same on each (process 0 owns '
+        "the database and serves the dashboard)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dashboard", help="browse a database that no flow holds")

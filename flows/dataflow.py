@@ -16,8 +16,9 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
+from flows.sink import home_of
 from nilm.batch.windows import PairedWindower, window_row
 from nilm.detection import HomeEventDetector
 from nilm.learning import HomeLearner, TableRow
@@ -162,8 +163,8 @@ def get_flow(
             resume,
             lambda item: HomeLearner(
                 item[1].home_id,
-                utc_offset_s=settings.utc_offset_s,
-                batch_model_path=settings.batch_model_path.replace("{home_id}", item[1].home_id),
+                utc_offset_s=settings.home(item[1].home_id).utc_offset_s,
+                batch_model_path=settings.model_path(item[1].home_id),
             ),
             _learn,
         ),
@@ -187,5 +188,11 @@ def get_flow(
     # (home_id, [("event_windows", row)])
     window_rows = op.flat_map("window_rows", windowed, lambda kv: kv[1])
     # ("event_windows", row)
-    op.output("db", op.merge("all_rows", stored, rejected, rows, window_rows), sink)
+    all_rows = op.merge("all_rows", stored, rejected, rows, window_rows)
+    # (table, row)
+    if isinstance(sink, FixedPartitionedSink):
+        # Rows travel to the sink partition that owns their home's database file.
+        all_rows = op.map("by_home", all_rows, lambda item: (home_of(item), item))
+        # (home_id, (table, row))
+    op.output("db", all_rows, sink)
     return flow

@@ -1,12 +1,12 @@
-"""The live flow: the Pi agent's readings and the confirmed labels, into DuckDB.
+"""The live flow for Bytewax's own runner: `python -m bytewax.run flows.live:flow`.
 
-`nilm run` builds it with `live_flow` and serves the dashboard beside it. To spread many homes
-over several processes, Bytewax's own runner imports this module's `flow`, built on first access
-from the file named by `NILM_CONFIG`; give each process its own `NILM_DB_PATH`, because a DuckDB
-file has one owner:
+`nilm run` is the usual way to run the live flow (alone, or as a cluster with `--processes N`
+or `--process-id K --addresses "host1:port;host2:port"`, where process 0 owns the database
+files and the others only compute). This module serves whoever prefers Bytewax's runner on one
+process: its `flow` is built on first access from the file named by `NILM_CONFIG`, over every
+home the settings list, into the database files it opens:
 
-    NILM_CONFIG=nilm.toml NILM_DB_PATH=nilm-0.duckdb \\
-        python -m bytewax.run flows.live:flow -i 0 -a "pc1:2101;pc2:2101" -r recovery -s 10 -b 60
+    NILM_CONFIG=nilm.toml python -m bytewax.run flows.live:flow -r recovery -s 10 -b 60
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from typing import Any
 import duckdb
 from bytewax.dataflow import Dataflow
 
-from flows.agent_source import AgentSource
 from flows.database import open_database
-from flows.dataflow import get_flow
-from flows.sink import DuckDBSink
-from flows.sources import LabelSource, StoppableSource
+from flows.fleet import fleet_flow, open_shards
+from flows.hass import HassPublisher, start_publishers
 from nilm.settings import Settings, load_settings
 
 __all__ = ["live_flow"]
@@ -32,18 +30,28 @@ def live_flow(
     settings: Settings,
     connection: duckdb.DuckDBPyConnection,
     stop: Callable[[], bool] | None = None,
+    publisher: HassPublisher | None = None,
 ) -> Dataflow:
-    """Agent readings and labels through the dataflow into `connection`, until `stop()`."""
-    readings: Any = AgentSource(settings.agent, settings.home_id)
-    if stop is not None:
-        readings = StoppableSource(readings, stop)
-    labels = LabelSource(connection, settings.label_poll_s, stop)
-    return get_flow(settings, readings, DuckDBSink(connection), labels)
+    """Agent readings and labels through the dataflow into `connection`, until `stop()`.
+
+    One database file (`settings.shards` 1). With a Home Assistant `publisher`, each write
+    nudges it (it reads DuckDB on its own).
+    """
+    if settings.shards != 1:
+        raise ValueError(f"live_flow writes one file; shards={settings.shards}: use fleet_flow")
+    nudges = {0: publisher.nudge} if publisher is not None else None
+    return fleet_flow(settings, {0: connection}, stop, on_write=nudges)
 
 
 def __getattr__(name: str) -> Any:
     # Built on first access, so importing the module (tests, `nilm run`) opens no database.
     if name == "flow":
         settings = load_settings(os.environ.get("NILM_CONFIG"))
-        return live_flow(settings, open_database(settings.db_path))
+        connections = (
+            open_shards(settings) if settings.shards > 1 else {0: open_database(settings.db_path)}
+        )
+        # They publish until the process ends; then the broker delivers their last will.
+        publishers = start_publishers(connections, settings)
+        nudges = {k: p.nudge for k, p in publishers.items()}
+        return fleet_flow(settings, connections, on_write=nudges)
     raise AttributeError(name)

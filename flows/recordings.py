@@ -13,9 +13,17 @@ from tqdm import tqdm
 from nilm.records import READING_COLUMNS, ReadingBatch, TruthEvent
 from nilm.simulator import HouseholdSimulator, SimulatorConfig
 
-__all__ = ["TRUTH_COLUMNS", "logger_table", "read_truth_csv", "write_simulation"]
+__all__ = [
+    "TRUTH_COLUMNS",
+    "TRUTH_OPTIONAL_COLUMNS",
+    "logger_table",
+    "read_truth_csv",
+    "write_simulation",
+]
 
 TRUTH_COLUMNS = ("ts", "device", "legs", "kind", "delta_p_w")
+# Written after the required columns; a truth file without them reads as before (ramp 0 s).
+TRUTH_OPTIONAL_COLUMNS = ("ramp_s",)
 
 
 def logger_table(batch: ReadingBatch) -> pa.Table:
@@ -81,14 +89,17 @@ def write_simulation(
         truth_path.parent.mkdir(parents=True, exist_ok=True)
         with truth_path.open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(TRUTH_COLUMNS)
+            w.writerow((*TRUTH_COLUMNS, *TRUTH_OPTIONAL_COLUMNS))
             for e in truth:
-                w.writerow([e.ts.isoformat(), e.device, e.legs, e.kind, e.delta_p_w])
+                w.writerow([e.ts.isoformat(), e.device, e.legs, e.kind, e.delta_p_w, e.ramp_s])
     return n_readings, len(truth)
 
 
 def read_truth_csv(path: Path) -> list[TruthEvent]:
-    """Ground truth in the `nilm simulate` format; raises ValueError naming a bad line."""
+    """Ground truth in the `nilm simulate` format; raises ValueError naming a bad line.
+
+    `ramp_s` is optional (files written before it existed, or by other tools, read as 0 s).
+    """
     from nilm.parsing import parse_timestamp
 
     events = []
@@ -106,6 +117,7 @@ def read_truth_csv(path: Path) -> list[TruthEvent]:
                         row["legs"],
                         row["kind"],
                         float(row["delta_p_w"]),
+                        float(row.get("ramp_s") or 0.0),
                     )
                 )
             except ValueError as err:

@@ -19,7 +19,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from nilm.records import READING_COLUMNS, ReadingBatch, Rejection
 
-__all__ = ["DuckDBSink", "SinkItem", "write_items"]
+__all__ = ["DuckDBSink", "SinkItem", "home_of", "write_items"]
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +166,11 @@ class DuckDBSink(DynamicSink[SinkItem]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
         return _Partition(self.connection.cursor(), self.counts)
+
+
+def home_of(item: SinkItem) -> str:
+    """The home a sink item belongs to: the key that routes it to its home's database file."""
+    table, value = item
+    if table in ("readings", "rejected"):
+        return str(value.home_id)
+    return str(value["home_id"])

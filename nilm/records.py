@@ -260,13 +260,19 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class TruthEvent:
-    """A ground-truth switch from the simulator: `kind` is 'on', 'off' or 'step'."""
+    """A ground-truth switch from the simulator: `kind` is 'on', 'off' or 'step'.
+
+    `ts` is the second the change begins; `ramp_s` how long it takes to complete (a soft start,
+    a staircase shut-down), so a detector that stamps the start is right anywhere in
+    [ts, ts + ramp_s]. `delta_p_w` is the settled change (after any inrush has decayed).
+    """
 
     ts: datetime
     device: str
     legs: str
     kind: str
     delta_p_w: float
+    ramp_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
