@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -34,7 +34,7 @@ from nilm.records import Event, Label, ReadingChunk
 from nilm.settings import Settings
 from nilm.simulator import HouseholdSimulator, SimulatorConfig
 
-# A quiet morning: the fridge cycles about every 35 minutes and nothing else runs.
+# A quiet night: the fridge and the freezer cycle, and the fridge defrosts once.
 DAYS = 0.15
 SEED = 5
 # The correction's name sorts after the first: a learner that kept both would break the tie
@@ -42,7 +42,7 @@ SEED = 5
 FIRST, CORRECTED = "fridge", "kettle"
 
 
-def fridge_cycles(db: Path) -> list[tuple[str, str | None, float, bool]]:
+def switch_ons(db: Path) -> list[tuple[str, str | None, float, bool]]:
     """(event_id, device, confidence, labelled) of the stored switch-ons, in time order."""
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute(
@@ -53,12 +53,13 @@ def fridge_cycles(db: Path) -> list[tuple[str, str | None, float, bool]]:
 
 
 def assert_recognised_as(db: Path, labelled_id: str, device: str, labels: int) -> None:
-    ons = fridge_cycles(db)
+    ons = switch_ons(db)
     assert len(ons) >= 5, ons
     assert ons[0] == (labelled_id, device, 1.0, True)
-    # The learner holds the newest confirmation alone: every later cycle is that device, with
-    # nothing left of the old one to share the vote.
-    assert [(d, c, lab) for _, d, c, lab in ons[1:]] == [(device, 1.0, False)] * (len(ons) - 1)
+    # The learner holds the newest confirmation alone: later cycles it recognises are that
+    # device, with nothing left of the old one to share the vote (others it finds novel).
+    recognised = [(d, c, lab) for _, d, c, lab in ons[1:] if d is not None]
+    assert len(recognised) >= 2 and set(recognised) == {(device, 1.0, False)}, ons
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM labels").fetchone() == (labels,)
         others = con.execute(
@@ -79,7 +80,7 @@ def test_label_then_correction_in_the_dashboard_then_replay(
 ) -> None:
     settings = Settings(db_path=str(tmp_path / "x.duckdb"))
     replay([recording], settings, progress=False)
-    ons = fridge_cycles(Path(settings.db_path))
+    ons = switch_ons(Path(settings.db_path))
     assert ons and all(d is None and not lab for _, d, _, lab in ons)  # nothing learned yet
     first = ons[0][0]
 
@@ -93,9 +94,9 @@ def test_label_then_correction_in_the_dashboard_then_replay(
         assert_recognised_as(Path(settings.db_path), first, device, labels)
 
     # Labelled events survive another replay unchanged.
-    before = fridge_cycles(Path(settings.db_path))
+    before = switch_ons(Path(settings.db_path))
     replay([recording], settings, progress=False)
-    assert fridge_cycles(Path(settings.db_path)) == before
+    assert switch_ons(Path(settings.db_path)) == before
 
 
 def test_label_then_correction_with_nilm_label_then_demo(tmp_path: Path) -> None:
@@ -104,7 +105,7 @@ def test_label_then_correction_with_nilm_label_then_demo(tmp_path: Path) -> None
             "--seed", str(SEED), "--speed", "100000", "--no-dashboard",
             "--confirm-per-device", "0"]  # fmt: skip
     assert main(demo) == 0
-    first = fridge_cycles(db)[0][0]
+    first = switch_ons(db)[0][0]
 
     # As a script would: the installed command, in its own process.
     nilm = Path(sys.executable).with_name("nilm")
@@ -125,20 +126,18 @@ def test_label_then_correction_with_nilm_label_then_demo(tmp_path: Path) -> None
 def test_a_correction_replaces_what_the_learner_learned() -> None:
     sim = HouseholdSimulator(SimulatorConfig(seed=SEED))
     _batch, truth = sim.day(0)
-    ons = [t for t in truth if t.kind == "on" and t.device == "fridge"]
-    assert len(ons) >= 3
+    fridge = next(t for t in truth if t.kind == "on" and t.device == "fridge")
     learner = HomeLearner("home", seed=0)
 
-    def event(i: int) -> Event:
-        t = ons[i]
-        dp = t.delta_p_w
-        return Event(f"e{i}", "home", t.ts, t.legs, dp, 0.2 * dp, dp * 1.02, dp / 120, 0.0,
+    def event(i: int) -> Event:  # the fridge switching on again, i cycles later
+        dp, ts = fridge.delta_p_w, fridge.ts + timedelta(minutes=35 * i)
+        return Event(f"e{i}", "home", ts, fridge.legs, dp, 0.2 * dp, dp * 1.02, dp / 120, 0.0,
                      80.0, 80.0 + dp, dp, 0.0, 120.0)  # fmt: skip
 
     learner.on_event(event(0))
-    learner.on_label(Label(1, "home", "e0", FIRST, ons[0].ts))
+    learner.on_label(Label(1, "home", "e0", FIRST, fridge.ts))
     assert learner.classifier.classes == {FIRST}
-    rows = learner.on_label(Label(2, "home", "e0", CORRECTED, ons[0].ts))
+    rows = learner.on_label(Label(2, "home", "e0", CORRECTED, fridge.ts))
     assert rows[0][1]["device"] == CORRECTED and rows[0][1]["labelled"]
     assert learner.classifier.classes == {CORRECTED}  # the old device is forgotten
     assert learner.classifier.predict_proba_one(learner.recent["e0"].x) == {CORRECTED: 1.0}
@@ -211,11 +210,11 @@ def test_run_with_recovery_learns_a_label_and_its_correction_once_each(tmp_path:
             con.close()
 
     run_flow()
-    first = fridge_cycles(db)[0][0]
+    first = switch_ons(db)[0][0]
     confirm(first, FIRST)
     run_flow()  # the readings resume at their end: only the label is new
-    ons = fridge_cycles(db)
+    ons = switch_ons(db)
     assert ons[0] == (first, FIRST, 1.0, True)
     confirm(first, CORRECTED)
     run_flow()
-    assert fridge_cycles(db)[0] == (first, CORRECTED, 1.0, True)
+    assert switch_ons(db)[0] == (first, CORRECTED, 1.0, True)
