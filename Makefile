@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP_PC := $(VENV)/.installed-pc
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest bench bench-quick check-fresh browser-deps broker-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-quick check-fresh browser-deps broker-deps clean antgen-households
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is needed (python3.11 on PATH)"; exit 1; }
@@ -76,5 +76,9 @@ bench-quick: $(STAMP_DEV)
 check-fresh:
 	.ci/check-fresh $(N)
 
+# Independent households (benchmarks/antgen/README.md): ANTgen runs in its own .venv-antgen.
+antgen-households: $(STAMP_PC)
+	$(BIN)/python benchmarks/antgen/generate.py --all
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-antgen benchmarks/antgen/cache .pytest_cache .mypy_cache .ruff_cache

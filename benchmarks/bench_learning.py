@@ -17,6 +17,7 @@ Run: `.venv/bin/python benchmarks/bench_learning.py [--seed S] [--days D] [--qui
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 import time
 from datetime import timedelta
@@ -125,6 +126,11 @@ def main() -> None:
           f"{t:.1f} s")  # fmt: skip
     print("per device:", r["classification"]["per_device"])
     print(f"events: {r['events']}; labels spent: {r['labels']}")
+    cal = r["calibration"]
+    print(f"calibration: ECE {cal['ece']} over {cal['n_predictions']} answers, mean confidence "
+          f"{cal['mean_confidence']}, accuracy {cal['accuracy']}")  # fmt: skip
+    snapshot_kb = len(pickle.dumps(r["_learner"], protocol=pickle.HIGHEST_PROTOCOL)) / 1024
+    print(f"learner snapshot after {days:g} days: {snapshot_kb:.0f} kB")
 
     # 2. novelty
     nov = r["novelty"]
@@ -133,6 +139,14 @@ def main() -> None:
     print(f"known-device events flagged novel (after the device's first label): "
           f"{nov['known_flagged_rate']}")  # fmt: skip
     print(f"ROC AUC held-out vs known: {nov['roc_auc']}")
+    goals = [
+        ("novelty ROC AUC >= 0.95", (nov["roc_auc"] or 0.0) >= 0.95),
+        ("known devices' events flagged <= 5 %", (nov["known_flagged_rate"] or 0.0) <= 0.05),
+        ("calibration ECE <= 0.10", cal["ece"] is not None and cal["ece"] <= 0.10),
+        ("learner snapshot <= 8 MB", snapshot_kb <= 8 * 1024),
+    ]
+    for goal, met in goals:
+        print(f"goal {goal}: {'met' if met else 'MISSED'}")
     clusters = r["_learner"].clusters.registry.values()
     big = sorted(clusters, key=lambda c: -c.n_events)[:3]
     shown = [(c.cluster_id, c.n_events, round(c.typical_delta_p_w), c.legs) for c in big]
@@ -171,6 +185,8 @@ def main() -> None:
                   f"{drift['false_alarms']:>7}  {first}")  # fmt: skip
     if args.health_seeds:
         health_over_seeds(seed, args.health_seeds, days, budget)
+    if not all(met for _, met in goals):
+        sys.exit(1)
 
 
 def health_over_seeds(first_seed: int, n: int, days: float, budget: int) -> None:

@@ -12,25 +12,24 @@ from typing import Any
 
 import panel as pn
 
+from dashboards.devices import DevicesView
+from dashboards.events import EventLog
+from dashboards.health import HealthView
+from dashboards.label import LabellingQueue
+from dashboards.live import LivePowerView
 from dashboards.store import DataStore
-from dashboards.views import (
-    LIVE_WINDOWS,
-    DevicePalette,
-    DevicesView,
-    EventLog,
-    HealthView,
-    LabellingQueue,
-    LivePowerView,
-    Selection,
-    UnknownsView,
-)
+from dashboards.unknowns import UnknownsView
+from dashboards.widgets import LIVE_WINDOWS, DevicePalette, Selection
 
 __all__ = ["PAGES", "DashboardApp", "build_app"]
 
 log = logging.getLogger(__name__)
 
 PAGES = ("Live", "Events", "Label", "Devices", "Unknowns & health")
-REFRESH_MS = 2000
+# The Live page follows every second (a new event's marker within a second or two of its row);
+# the other pages every `SLOW_EVERY` ticks.
+REFRESH_MS = 1000
+SLOW_EVERY = 2
 
 pn.extension("tabulator", design="bootstrap", notifications=False)
 
@@ -60,6 +59,7 @@ class DashboardApp:
             title=title, main=[self.tabs], header_background="#1f3b73", collapsed_sidebar=True
         )
         self._callback: Any = None
+        self._ticks = 0
 
     def _view(self, name: str) -> Any:
         if name not in self._views:
@@ -139,6 +139,12 @@ class DashboardApp:
         if "events" in self._views:
             self.events.refresh()
 
+    def tick(self) -> None:
+        """One beat of the session's timer: the Live page every beat, the others less often."""
+        self._ticks += 1
+        if PAGES[self.tabs.active] == "Live" or self._ticks % SLOW_EVERY == 0:
+            self.refresh()
+
     def refresh(self) -> None:
         """Refresh the page in sight (and the live figure, which the header shows)."""
         page = PAGES[self.tabs.active]
@@ -161,7 +167,19 @@ class DashboardApp:
     def start(self) -> None:
         """Refresh every `REFRESH_MS` while the session lasts (only inside a served session)."""
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-            self._callback = pn.state.add_periodic_callback(self.refresh, period=REFRESH_MS)
+            self._callback = pn.state.add_periodic_callback(self.tick, period=REFRESH_MS)
+            # A refresh that pushes to a tab already closed fails in the websocket, and
+            # asyncio logs it as "Task exception was never retrieved": stop with the session.
+            pn.state.curdoc.on_session_destroyed(lambda context: self.stop())
+
+    def stop(self) -> None:
+        """Stop the session's timer (idempotent)."""
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            try:
+                callback.stop()
+            except Exception:  # a timer already gone with its session
+                log.debug("stopping the refresh timer", exc_info=True)
 
 
 def _url_arg(name: str) -> str | None:

@@ -227,6 +227,10 @@ def start_dashboard(
         threaded=True,
         verbose=False,
         title="Home energy",
+        # GET /liveness answers without building a session: what a readiness check should
+        # ask, since every GET / builds a whole page (and a check that times out and asks
+        # again piles up page builds on a busy machine).
+        liveness=True,
         **auth,
     )
     try:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from nilm.labelling import clean_device_name
+from nilm.now import OPEN_ACTIVATIONS_SQL, NowSnapshot, what_is_on
 
 # A label whose event_id is "cluster:<cluster_id>" names a whole unknown-device cluster; the
 # learner (nilm.learning.CLUSTER_LABEL_PREFIX) reads it so. Kept here as a string so the
@@ -414,6 +415,46 @@ class DataStore:
 
         return self._cached(("latest", self.home_id), self.live_ttl_s, compute)
 
+    def always_on_w(self) -> float:
+        """The always-on base (W): the 2nd percentile of the last day's one-minute means."""
+
+        def compute() -> float:
+            bounds = self.data_bounds()
+            if bounds is None:
+                return 0.0
+            row = (
+                self._cursor()
+                .execute(
+                    "SELECT quantile_cont(p, 0.02) FROM (SELECT avg(a_act_power + b_act_power) "
+                    "AS p FROM readings WHERE home_id = $home AND ts >= $lo "
+                    "GROUP BY epoch_us(ts) // 60000000)",
+                    {"home": self.home_id, "lo": bounds[1] - timedelta(days=1)},
+                )
+                .fetchone()
+            )
+            return float(row[0]) if row and row[0] is not None else 0.0
+
+        # The base moves over hours: a minute's reuse costs nothing a person would see.
+        return self._cached(("always_on", self.home_id), 60.0, compute)
+
+    def now(self) -> NowSnapshot:
+        """What is on now: the open runs with their draw, the always-on base, the rest."""
+
+        def compute() -> NowSnapshot:
+            latest = self.latest_power()
+            # A file written before runs could be abandoned has no such column.
+            sql = OPEN_ACTIVATIONS_SQL.replace(
+                "NOT coalesce(a.abandoned, FALSE)", self._not_abandoned
+            )
+            frame = self._query(sql, {"home_id": self.home_id})
+            # NULL as None (pandas makes it NaN, which reads as a device name)
+            runs = frame.astype(object).where(frame.notna(), None).to_dict("records")
+            legs = {} if latest is None else {"a": latest["a"], "b": latest["b"]}
+            at = None if latest is None else datetime.fromtimestamp(latest["ts_us"] / US, UTC)
+            return what_is_on(runs, legs, self.always_on_w(), at)
+
+        return self._cached(("now", self.home_id), self.live_ttl_s, compute)
+
     # -- events ---------------------------------------------------------------------------
     def events(
         self,
@@ -482,18 +523,39 @@ class DataStore:
         return row
 
     def labelling_queue(self, limit: int = 50) -> pd.DataFrame:
-        """Unconfirmed events, most uncertain first, then most novel, then newest.
+        """Unconfirmed events, the ones whose label would teach the models most first.
 
-        This is active learning: a confirmation teaches the models most where they are least
-        sure. Events without an uncertainty come after those with one.
+        A label teaches most where the models are unsure and where it speaks for many events:
+        an event of a large unnamed cluster of unknowns comes before a lone one, and the
+        second event of a cluster after the first of another (`teach`: uncertainty, or 1 when
+        unknown, times ln(1 + the cluster's waiting events), divided by the event's rank in
+        its cluster, newest first). Ties go to the more novel, then the larger step, then
+        the newer event. `cluster_events` is how many events of its cluster wait.
         """
-        sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM events e WHERE home_id = $home "
-            "AND NOT coalesce(labelled, FALSE) "
-            "AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.event_id = e.event_id) "
-            "ORDER BY uncertainty DESC NULLS LAST, novelty DESC NULLS LAST, ts DESC "
-            "LIMIT $limit"
-        )
+        sql = f"""
+            WITH waiting AS (
+                SELECT {_EVENT_COLUMNS} FROM events e WHERE home_id = $home
+                AND NOT coalesce(labelled, FALSE)
+                AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.event_id = e.event_id)),
+            named AS (
+                SELECT cluster_id FROM clusters WHERE home_id = $home AND name IS NOT NULL
+                UNION SELECT substr(event_id, {len(CLUSTER_LABEL_PREFIX) + 1}) FROM labels
+                WHERE starts_with(event_id, '{CLUSTER_LABEL_PREFIX}')),
+            ranked AS (
+                SELECT w.*,
+                    CASE WHEN w.cluster_id IS NULL OR w.cluster_id IN (SELECT * FROM named)
+                        THEN 1 ELSE count(*) OVER (PARTITION BY w.cluster_id) END
+                        AS cluster_events,
+                    CASE WHEN w.cluster_id IS NULL THEN 1 ELSE row_number() OVER
+                        (PARTITION BY w.cluster_id ORDER BY w.ts_us DESC) END AS cluster_rank
+                FROM waiting w)
+            SELECT *, coalesce(uncertainty, 1.0) * ln(1 + cluster_events) / cluster_rank
+                AS teach
+            FROM ranked
+            ORDER BY teach DESC, novelty DESC NULLS LAST, abs(delta_p_w) DESC, ts_us DESC,
+                event_id
+            LIMIT $limit
+        """
         params = {"home": self.home_id, "limit": int(limit)}
 
         def compute() -> pd.DataFrame:
@@ -775,22 +837,37 @@ class DataStore:
         return self._cached(("activations", self.home_id, lo, hi), self._ttl(hi), compute)
 
     # -- unknowns and health --------------------------------------------------------------
-    def clusters(self) -> pd.DataFrame:
-        """Unknown-device clusters, largest first, with the name users gave any of their events."""
+    def clusters(self, unnamed_only: bool = True) -> pd.DataFrame:
+        """Unknown-device clusters, largest first; by default only those nobody has named.
+
+        A cluster is named by a name on its row (the flow's) or by a "cluster:<id>" label (the
+        dashboard's, shown at once, before the flow answers). `name` is that name, or the
+        device most often confirmed among its events.
+        """
         sql = (
+            "WITH cl AS (SELECT substr(event_id, $skip) AS cluster_id, "
+            "arg_max(device, label_id) AS device FROM labels "
+            "WHERE starts_with(event_id, $prefix) GROUP BY 1) "
             "SELECT c.cluster_id, c.n_events, c.typical_delta_p_w, c.legs, "
             "epoch_us(c.last_seen) AS last_seen_us, "
-            "coalesce(c.name, (SELECT mode(l.device) FROM labels l JOIN events e "
-            "USING (event_id) WHERE e.cluster_id = c.cluster_id)) AS name "
-            "FROM clusters c WHERE c.home_id = $home ORDER BY c.n_events DESC NULLS LAST"
+            "coalesce(c.name, cl.device, (SELECT mode(l.device) FROM labels l JOIN events e "
+            "USING (event_id) WHERE e.cluster_id = c.cluster_id)) AS name, "
+            "coalesce(c.name, cl.device) IS NOT NULL AS named "
+            "FROM clusters c LEFT JOIN cl USING (cluster_id) WHERE c.home_id = $home "
+            "ORDER BY c.n_events DESC NULLS LAST, c.cluster_id"
         )
 
         def compute() -> pd.DataFrame:
-            frame = self._query(sql, {"home": self.home_id})
+            params = {"home": self.home_id, "prefix": CLUSTER_LABEL_PREFIX,
+                      "skip": len(CLUSTER_LABEL_PREFIX) + 1}  # fmt: skip
+            frame = self._query(sql, params)
             frame["last_seen"] = _to_naive_utc(frame.pop("last_seen_us"))
             return frame
 
-        return self._cached(("clusters", self.home_id), self.live_ttl_s * 5, compute)
+        frame = self._cached(("clusters", self.home_id), self.live_ttl_s * 5, compute)
+        if unnamed_only:
+            frame = frame[~frame["named"]].reset_index(drop=True)
+        return frame
 
     def cluster_examples(self, per_cluster: int = 5) -> pd.DataFrame:
         """The latest few events of each cluster."""

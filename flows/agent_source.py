@@ -38,6 +38,8 @@ SourceItem = tuple[str, ReadingChunk]
 LONG_POLL_S = 10.0
 MAX_BACKOFF_S = 10.0
 QUEUE_PAGES = 4
+# How often the flow looks for a fetched page: 20 looks a second cost little, and bound the wait.
+WAKE_S = 0.05
 
 
 class AgentError(Exception):
@@ -232,7 +234,9 @@ class _AgentPartition(StatefulSourcePartition[SourceItem, int]):
     def next_awake(self) -> datetime | None:
         if not self.pages.empty():
             return None
-        return datetime.now(UTC) + timedelta(seconds=self.settings.poll_interval_s)
+        # The fetcher long-polls, so a page is here as soon as the agent has it; only this
+        # wake-up decides how long it then waits for the flow (an event's delay, live).
+        return datetime.now(UTC) + timedelta(seconds=min(self.settings.poll_interval_s, WAKE_S))
 
     def snapshot(self) -> int:
         return self.last_seq

@@ -130,6 +130,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         degraded=degraded or None,
         settings=_settings(args),
         on_table=lambda table: print(table, file=sys.stderr),
+        submeter_path=Path(args.submeter) if args.submeter else None,
+        energy_bin_s=args.energy_bin_s,
     )
     print(json.dumps(result, indent=2, default=float))
     return 0
@@ -258,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("readings", nargs="+")
     p.add_argument("--truth", required=True)
     p.add_argument("--label-budget", type=int, default=10)
+    p.add_argument(
+        "--submeter",
+        help="each device's own power (Parquet/CSV: timestamp_utc, one column of W per device): "
+        'adds "energy" (share of energy correctly assigned, per-device energy error)',
+    )
+    p.add_argument("--energy-bin-s", type=int, default=60, help="time bins of the energy figures")
     p.add_argument("--models", default=None, help="comma-separated: river,xgboost,cnn,lstm")
     p.add_argument(
         "--holdout",

@@ -22,6 +22,7 @@ from flows.sink import home_of
 from nilm.batch.windows import PairedWindower, window_row
 from nilm.detection import HomeEventDetector
 from nilm.learning import HomeLearner, TableRow
+from nilm.provisional import SETTLE_TABLE, Settlement
 from nilm.records import Event, Label, ReadingBatch, ReadingChunk, Rejection
 from nilm.settings import Settings
 from nilm.validation import ReadingValidator, ValidationLimits
@@ -29,8 +30,8 @@ from nilm.validation import ReadingValidator, ValidationLimits
 __all__ = ["get_flow"]
 
 Validated = tuple[ReadingBatch, list[Rejection]]
-LearnerInput = tuple[str, Event | Label]
-# ("readings", home_id, ReadingBatch) | ("events", home_id, the detector's answer to one batch)
+LearnerInput = tuple[str, Event | Label | Settlement]
+# ("readings", home_id, ReadingBatch) | ("events", home_id, the final events of one batch)
 WindowsInput = tuple[str, str, Any]
 
 
@@ -82,7 +83,29 @@ def _learn(learner: HomeLearner, item: LearnerInput) -> list[TableRow]:
     _kind, value = item
     if isinstance(value, Label):
         return learner.on_label(value)
+    if isinstance(value, Settlement):
+        # after the rows of the events it settles, so the sink sees those first
+        return [(SETTLE_TABLE, value.row())]
     return learner.on_event(value)
+
+
+def _finals(answer: list[Event | Settlement]) -> list[Event]:
+    return [e for e in answer if isinstance(e, Event) and not e.provisional]
+
+
+def _tagged(answer: list[Event | Settlement]) -> list[tuple[str, Event | Settlement]]:
+    return [("settle" if isinstance(e, Settlement) else "event", e) for e in answer]
+
+
+def _with_stored_labels(
+    tagged: list[tuple[str, Event | Settlement]], after_event: Mapping[str, Sequence[Label]]
+) -> list[tuple[str, Event | Settlement | Label]]:
+    out: list[tuple[str, Event | Settlement | Label]] = []
+    for kind, value in tagged:
+        out.append((kind, value))
+        if kind == "event":
+            out += [("label", label) for label in after_event.get(value.event_id, ())]
+    return out
 
 
 def _window(windower: PairedWindower, item: WindowsInput) -> list[TableRow]:
@@ -130,26 +153,23 @@ def get_flow(
         lambda resume: ObjectStep(
             resume,
             lambda batch: HomeEventDetector(
-                batch.home_id, min_event_w=settings.min_event_w, detector=settings.detector
+                batch.home_id,
+                min_event_w=settings.min_event_w,
+                detector=settings.detector,
+                provisional=settings.provisional_events,
             ),
-            HomeEventDetector.update,
-            HomeEventDetector.flush,
+            HomeEventDetector.update_live,
+            HomeEventDetector.flush_live,
         ),
     )
-    # (home_id, [Event])
+    # (home_id, [final Event, then provisional Event, then Settlement])
     events = op.flat_map(
         "events",
         detected,
-        lambda kv: [
-            item
-            for e in kv[1]
-            for item in [
-                (kv[0], ("event", e)),
-                *((kv[0], ("label", label)) for label in after_event.get(e.event_id, ())),
-            ]
-        ],
+        lambda kv: [(kv[0], t) for t in _with_stored_labels(_tagged(kv[1]), after_event)],
     )
-    # (home_id, ("event", Event) | ("label", Label) of a stored label right after its event)
+    # (home_id, ("event", Event) | ("settle", Settlement) | ("label", Label)): a stored label
+    # right after its event
     learner_in = events
     if labels is not None:
         confirmed = op.input("labels_in", flow, labels)
@@ -175,7 +195,7 @@ def get_flow(
     windows_in = op.merge(
         "windows_in",
         op.map("window_readings", accepted, lambda kv: (kv[0], ("readings", kv[0], kv[1]))),
-        op.map("window_events", detected, lambda kv: (kv[0], ("events", kv[0], kv[1]))),
+        op.map("window_events", detected, lambda kv: (kv[0], ("events", kv[0], _finals(kv[1])))),
     )
     # (home_id, ("readings" | "events", home_id, ReadingBatch | [Event]))
     windowed = op.stateful(

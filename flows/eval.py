@@ -13,22 +13,35 @@ way are those the dataflow writes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from flows.recordings import read_truth_csv
 from flows.sources import read_file_chunks
 from nilm.classification import CLASSIFIERS, IMBALANCE
 from nilm.detection import HomeEventDetector
+from nilm.energy import binned_energy_from_intervals, binned_energy_from_power, energy_report
 from nilm.evaluation import Evaluation
 from nilm.learning import HomeLearner
 from nilm.records import Event, ReadingBatch, TruthEvent
 from nilm.settings import Settings
 from nilm.validation import ReadingValidator, ValidationLimits
 
-__all__ = ["detect_events", "evaluate_events", "model_names", "read_batches", "run_eval"]
+__all__ = [
+    "SubMeter",
+    "detect_events",
+    "energy_section",
+    "evaluate_events",
+    "model_names",
+    "read_batches",
+    "read_submeter",
+    "run_eval",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +86,61 @@ def detect_events(batches: Sequence[ReadingBatch], settings: Settings | None = N
     return events
 
 
+@dataclass(frozen=True)
+class SubMeter:
+    """Each device's own power, evenly sampled: `power_w[device][i]` at `t0_s + i * sample_s`."""
+
+    t0_s: float
+    sample_s: float
+    power_w: dict[str, np.ndarray]
+
+
+def read_submeter(path: Path) -> SubMeter:
+    """Sub-metered truth: Parquet or CSV with `timestamp_utc` and one column of watts per device
+    (as `benchmarks/antgen/generate.py` writes `submeter.parquet`). Must be evenly sampled."""
+    import pandas as pd
+
+    path = Path(path)
+    frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    if "timestamp_utc" not in frame.columns:
+        raise ValueError(f"{path}: sub-meter file needs a timestamp_utc column")
+    ts = pd.to_datetime(frame.pop("timestamp_utc"), utc=True)
+    seconds = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+    order = np.argsort(seconds, kind="stable")
+    seconds = seconds[order]
+    steps = np.diff(seconds)
+    sample_s = float(np.median(steps)) if len(steps) else 1.0
+    if len(steps) and (sample_s <= 0 or not np.allclose(steps, sample_s, atol=1e-3)):
+        raise ValueError(f"{path}: sub-meter samples must be evenly spaced")
+    power = {str(c): frame[c].to_numpy(np.float64)[order] for c in frame.columns if c != "id"}
+    return SubMeter(float(seconds[0]) if len(seconds) else 0.0, sample_s, power)
+
+
+def energy_section(
+    activations: Iterable[dict[str, Any]], submeter: SubMeter, bin_s: int = 60
+) -> dict[str, Any]:
+    """`"energy"` of `nilm eval`: the flow's activations (each run's energy spread evenly over
+    it) against the sub-metered power, in bins of `bin_s` seconds (`nilm.energy`)."""
+    truth = {d: binned_energy_from_power(p, bin_s, submeter.sample_s)
+             for d, p in submeter.power_w.items()}  # fmt: skip
+    n_bins = max((len(v) for v in truth.values()), default=0)
+    runs = []
+    unassigned_wh = 0.0
+    for a in activations:
+        if a.get("end_ts") is None or a.get("energy_wh") is None:
+            continue
+        start, end = a["start_ts"].timestamp(), a["end_ts"].timestamp()
+        if end <= start:
+            continue
+        if a.get("device") is None:
+            unassigned_wh += float(a["energy_wh"])
+        runs.append((a.get("device"), start, end, float(a["energy_wh"]) * 3600.0 / (end - start)))
+    estimated = binned_energy_from_intervals(runs, submeter.t0_s, n_bins, bin_s)
+    report = energy_report(estimated, truth, bin_s)
+    report["unassigned_kwh"] = round(unassigned_wh / 1000.0, 4)
+    return report
+
+
 def _learner_factory(models: tuple[str, ...], imbalance: str, seed: int) -> Any:
     def build(home_id: str) -> HomeLearner:
         return HomeLearner(home_id, models=models, imbalance=imbalance, seed=seed)
@@ -98,8 +166,11 @@ def evaluate_events(
     holdout: Sequence[str] | None = None,
     degraded: dict[str, datetime] | None = None,
     seed: int = 0,
+    submeter: SubMeter | None = None,
+    energy_bin_s: int = 60,
 ) -> dict[str, Any]:
-    """The evaluation figures of a learner over already detected events."""
+    """The evaluation figures of a learner over already detected events (with `submeter`, the
+    energy assigned to each device against it, as `"energy"`)."""
     ev = Evaluation(
         truth,
         label_budget,
@@ -116,6 +187,8 @@ def evaluate_events(
         result["classification"]["prequential_on_labels"] = {
             k: round(v, 4) for k, v in learner.classifier.report().items()
         }
+    if submeter is not None:
+        result["energy"] = energy_section(ev.activations.values(), submeter, energy_bin_s)
     return result
 
 
@@ -128,6 +201,8 @@ def run_eval(
     degraded: dict[str, datetime] | None = None,
     settings: Settings | None = None,
     on_table: Callable[[str], None] | None = None,
+    submeter_path: Path | None = None,
+    energy_bin_s: int = 60,
 ) -> dict[str, Any]:
     """Figures for `nilm eval` (see CONTRACT.md), as one JSON-ready dict.
 
@@ -137,13 +212,19 @@ def run_eval(
     point of the stream; `on_table` receives their comparison table as text. `holdout` names
     devices the simulated user never labels (default: those first seen after the first third
     of the truth); `degraded` maps devices to the time they start degrading (for the drift delay).
+    `submeter_path` (each device's own power, `read_submeter`) adds `"energy"`: the share of
+    energy correctly assigned and each device's energy error, in bins of `energy_bin_s`.
     """
     truth = read_truth_csv(Path(truth_path))
     batches = list(read_batches([Path(p) for p in readings_paths], settings))
     events = detect_events(batches, settings)
     log.info("eval: %s readings, %s events, %s truth events",
              sum(len(b) for b in batches), len(events), len(truth))  # fmt: skip
-    result = evaluate_events(events, truth, label_budget, holdout=holdout, degraded=degraded)
+    submeter = read_submeter(Path(submeter_path)) if submeter_path is not None else None
+    result = evaluate_events(
+        events, truth, label_budget, holdout=holdout, degraded=degraded, submeter=submeter,
+        energy_bin_s=energy_bin_s,
+    )  # fmt: skip
     if models:
         from flows.batch_eval import batch_models_section, is_batch_model
 

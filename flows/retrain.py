@@ -151,7 +151,9 @@ def load_training_set(
     home = _home(con, home_id)
     confirmed = _confirmed(con, home)
     cursor = con.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM events WHERE home_id = ? ORDER BY ts, event_id", [home]
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE home_id = ? AND provisional IS NOT TRUE "
+        "ORDER BY ts, event_id",
+        [home],
     )
     names = [d[0] for d in cursor.description]
     rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]

@@ -3,6 +3,10 @@
 Readings and rejections are inserted or ignored by their keys; events, activations, alerts and
 clusters are upserted, except that a device a user confirmed is never overwritten by a prediction.
 A confirmation replaces an earlier one (a correction): the learner emits labels in label order.
+
+Events are revisable (`nilm.provisional`): a provisional row is refined by later upserts of the
+same id, never overwrites a final row, and goes when a `Settlement` says it no longer stands.
+`events.detected_at` is the wall-clock time a row was first written; updates keep it.
 """
 
 from __future__ import annotations
@@ -10,13 +14,14 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from nilm.provisional import SETTLE_TABLE
 from nilm.records import READING_COLUMNS, ReadingBatch, Rejection
 
 __all__ = ["DuckDBSink", "SinkItem", "home_of", "write_items"]
@@ -36,6 +41,9 @@ _KEYS = {
 # A confirmed label is the truth: a later prediction for the same event must not replace it,
 # while a later confirmation (a correction) must.
 _KEEP_WHEN_LABELLED = {"device", "confidence", "labelled"}
+# A label on a provisional event that is replaced goes to the final event within this many
+# seconds, on a common leg, in the same direction (`nilm.provisional.ProvisionalTracker.carry_s`).
+CARRY_S = 2.0
 
 
 def _readings_table(batches: Sequence[ReadingBatch]) -> pa.Table:
@@ -81,10 +89,16 @@ def _write_rejections(cur: duckdb.DuckDBPyConnection, rejections: list[Rejection
 def _upsert(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
     key = _KEYS[table]
     latest = {row[key]: row for row in rows}  # one command may not update a row twice
+    where = ""
+    if table == "events":
+        now = datetime.now(UTC)
+        latest = {k: {**row, "detected_at": now} for k, row in latest.items()}
+        # a provisional answer never overwrites the final one (a replay after a crash)
+        where = " WHERE NOT (coalesce(events.provisional, FALSE) = FALSE AND excluded.provisional)"
     columns = list(next(iter(latest.values())).keys())
     updates = []
     for c in columns:
-        if c == key:
+        if c == key or (table == "events" and c == "detected_at"):
             continue
         if table == "events" and c in _KEEP_WHEN_LABELLED:
             updates.append(
@@ -100,7 +114,7 @@ def _upsert(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
     names = ", ".join(f'"{c}"' for c in columns)
     sql = (
         f"INSERT INTO {table} ({names}) SELECT {names} "
-        f"FROM incoming_rows ON CONFLICT ({key}) DO UPDATE SET {', '.join(updates)}"
+        f"FROM incoming_rows ON CONFLICT ({key}) DO UPDATE SET {', '.join(updates)}{where}"
     )
     cur.register("incoming_rows", incoming)
     try:
@@ -109,28 +123,107 @@ def _upsert(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
         cur.unregister("incoming_rows")
 
 
+def _settle(cur: duckdb.DuckDBPyConnection, settlement: dict[str, Any]) -> None:
+    """Deletes the provisional rows a `nilm.provisional.Settlement` voids; final rows stay.
+
+    A retracted row that carries a label stays until its span is settled, when the label is
+    carried to the final event that replaced it (a new `labels` row, so the learner learns it
+    through the label input, once); the original label row is kept either way.
+    """
+    home = settlement["home_id"]
+    retracted = list(settlement["retracted"])
+    if retracted:
+        cur.execute(
+            "DELETE FROM events WHERE event_id IN (SELECT unnest(?)) AND provisional "
+            "AND event_id NOT IN (SELECT event_id FROM labels)",
+            [retracted],
+        )
+    if settlement["everything"]:
+        span, params = "", [home]
+    elif settlement["settled_before"] is not None:
+        span, params = " AND ts < ?", [home, settlement["settled_before"]]
+    else:
+        return
+    labelled = cur.execute(
+        "SELECT e.event_id, e.ts, e.legs, e.delta_p_w, l.device, l.created_at FROM events e "
+        "JOIN labels l USING (event_id) WHERE e.home_id = ? AND e.provisional"
+        + span.replace("ts", "e.ts")
+        + " ORDER BY l.label_id",
+        params,
+    ).fetchall()
+    latest = {row[0]: row for row in labelled}  # the newest label of each event
+    for event_id, ts, legs, delta_p_w, device, created_at in latest.values():
+        _carry_label(cur, home, event_id, ts, legs, delta_p_w, device, created_at)
+    cur.execute("DELETE FROM events WHERE home_id = ? AND provisional" + span, params)
+
+
+def _carry_label(
+    cur: duckdb.DuckDBPyConnection,
+    home: str,
+    event_id: str,
+    ts: datetime,
+    legs: str,
+    delta_p_w: float,
+    device: str,
+    created_at: datetime,
+) -> None:
+    candidates = cur.execute(
+        "SELECT event_id, ts, legs FROM events WHERE home_id = ? AND NOT provisional "
+        "AND ts BETWEEN ? AND ? AND sign(delta_p_w) = sign(?) "
+        "AND event_id NOT IN (SELECT event_id FROM labels) ORDER BY ts, event_id",
+        [home, ts - timedelta(seconds=CARRY_S), ts + timedelta(seconds=CARRY_S), delta_p_w],
+    ).fetchall()
+    near = [c for c in candidates if set(c[2]) & set(legs)]
+    if not near:
+        log.info(
+            "provisional event %s, labelled %r, turned out to be no event: its label is kept "
+            "and names no stored event", event_id, device,
+        )  # fmt: skip
+        return
+    final_id = min(near, key=lambda c: abs((c[1] - ts).total_seconds()))[0]
+    cur.execute(
+        "INSERT INTO labels (event_id, device, created_at, home_id, source) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [final_id, device, created_at, home, f"carried from {event_id}"],
+    )
+    log.info("label %r of provisional event %s carried to event %s", device, event_id, final_id)
+
+
 def write_items(cur: duckdb.DuckDBPyConnection, items: Iterable[SinkItem]) -> None:
-    """Writes a batch of sink items, grouped by table, in one transaction."""
+    """Writes a batch of sink items, grouped by table, in one transaction.
+
+    Settlements apply in order: rows that came before one are written before it.
+    """
     readings: list[ReadingBatch] = []
     rejections: list[Rejection] = []
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for table, value in items:
-        if table == "readings":
-            readings.append(value)
-        elif table == "rejected":
-            rejections.append(value)
-        elif table in _KEYS:
-            rows[table].append(value)
-        else:
-            raise ValueError(f"sink item for unknown table {table!r}")
-    cur.execute("BEGIN TRANSACTION")
-    try:
+
+    def write_pending() -> None:
         if readings:
             _write_readings(cur, readings)
         if rejections:
             _write_rejections(cur, rejections)
         for table, table_rows in rows.items():
             _upsert(cur, table, table_rows)
+        readings.clear()
+        rejections.clear()
+        rows.clear()
+
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        for table, value in items:
+            if table == "readings":
+                readings.append(value)
+            elif table == "rejected":
+                rejections.append(value)
+            elif table in _KEYS:
+                rows[table].append(value)
+            elif table == SETTLE_TABLE:
+                write_pending()
+                _settle(cur, value)
+            else:
+                raise ValueError(f"sink item for unknown table {table!r}")
+        write_pending()
         cur.execute("COMMIT")
     except Exception:
         cur.execute("ROLLBACK")
@@ -146,7 +239,10 @@ class _Partition(StatelessSinkPartition[SinkItem]):
         write_items(self.cur, items)
         if self.counts is not None:
             for table, value in items:
-                self.counts[table] += len(value) if table == "readings" else 1
+                if table == "events" and value.get("provisional"):
+                    self.counts["provisional"] += 1
+                elif table != SETTLE_TABLE:
+                    self.counts[table] += len(value) if table == "readings" else 1
 
     def close(self) -> None:
         self.cur.close()

@@ -13,6 +13,8 @@ import math
 from collections import Counter
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from river import (
     compose,
     forest,
@@ -32,6 +34,7 @@ __all__ = [
     "FEATURE_WEIGHTS",
     "IMBALANCE",
     "DeviceClassifier",
+    "KernelClassifier",
     "PrequentialSelector",
     "make_classifier",
     "weighted",
@@ -72,11 +75,16 @@ def _logistic_ovr(seed: int) -> Any:
     return compose.Pipeline(preprocessing.StandardScaler(), model)
 
 
+def _kernel(seed: int) -> Any:
+    return KernelClassifier()
+
+
 # Candidates for prequential selection, by name. Features come pre-scaled by
 # `nilm.signatures.features` (log power, ratios), so distance-based models take them as they are.
 CLASSIFIERS = {
     "knn": _knn,
     "knn1": _knn1,
+    "kernel": _kernel,
     "hoeffding": _hoeffding,
     "arf": _arf,
     "gaussian_nb": _gaussian_nb,
@@ -288,3 +296,147 @@ class PrequentialSelector:
     def report(self) -> dict[str, float]:
         """Each candidate's prequential macro-F1 on the labels so far."""
         return {m: float(self.scores[m].get()) for m in self.models}
+
+
+class KernelClassifier:
+    """Nearest-neighbour probabilities over devices, calibrated on the labels themselves.
+
+    Each device keeps its last `max_per_device` confirmed events. An event's probability of
+    device c follows a Gaussian kernel on its distance to c's nearest event,
+    p(c | x) ∝ exp(-d_c² / (2 T²)), smoothed towards uniform by ε. The most probable device is
+    the 1-nearest-neighbour's answer, but the probability now falls as the nearest events of two
+    devices come close, or as the event sits far from every device. T and ε are chosen by
+    leave-one-out on the remembered labels (each label predicted from all the others, the
+    log-loss minimised over a fixed grid), so the figure is a frequency the home's own labels
+    bear out, not the 100 % a 1-nearest-neighbour shows.
+
+    Parameters
+    ----------
+    max_per_device
+        Confirmed events kept per device (the oldest go first).
+    refit_every
+        Labels between two leave-one-out fits once `refit_every` × 10 labels are kept (before
+        that, every label refits: the first labels move the fit most).
+    loo_max
+        The newest labels the leave-one-out fit predicts (it predicts each from all the rest).
+
+    Examples
+    --------
+    >>> clf = KernelClassifier()
+    >>> clf.predict_proba_one({"p": 1.0})
+    {}
+    >>> for i in range(12):
+    ...     clf.learn_one({"p": 0.1 * (i % 5)}, "fridge")
+    ...     clf.learn_one({"p": 0.35 + 0.1 * (i % 5)}, "freezer")
+    ...     clf.learn_one({"p": 3.0 + 0.1 * (i % 4)}, "dryer")
+    >>> def shown(p):
+    ...     return {k: round(v, 2) for k, v in clf.predict_proba_one({"p": p}).items()}
+    >>> shown(0.0)
+    {'dryer': 0.0, 'freezer': 0.0, 'fridge': 1.0}
+    >>> shown(0.37)  # where fridge and freezer labels interleave
+    {'dryer': 0.0, 'freezer': 0.52, 'fridge': 0.48}
+    """
+
+    TEMPERATURES = tuple(round(0.05 * 1.25**k, 6) for k in range(30))
+    SMOOTHING = (0.0, 0.005, 0.02, 0.05, 0.1, 0.2)
+
+    def __init__(self, max_per_device: int = 200, refit_every: int = 5, loo_max: int = 600) -> None:
+        self.max_per_device = max_per_device
+        self.refit_every = refit_every
+        self.loo_max = loo_max
+        self.keys: list[str] = []
+        self.devices: list[str] = []
+        # Rows of the remembered labels in learning order: (device, features).
+        self.memory: list[tuple[str, dict[str, float]]] = []
+        self.matrix = np.zeros((0, 0))
+        self.owner = np.zeros(0, dtype=np.int64)
+        self.temperature = 1.0
+        self.smoothing = 0.02
+        self.n_learned = 0
+
+    def clone(self) -> KernelClassifier:
+        return KernelClassifier(self.max_per_device, self.refit_every, self.loo_max)
+
+    def learn_one(self, x: dict[str, float], y: str) -> None:
+        """Remember a confirmed event and, now and then, refit T and ε."""
+        self.n_learned += 1
+        self.memory.append((y, dict(x)))
+        mine = [i for i, (d, _) in enumerate(self.memory) if d == y]
+        if len(mine) > self.max_per_device:
+            del self.memory[mine[0]]
+        self._rebuild()
+        n = len(self.memory)
+        if n < 10 * self.refit_every or self.n_learned % self.refit_every == 0:
+            self._fit()
+
+    def _rebuild(self) -> None:
+        self.keys = sorted({k for _, row in self.memory for k in row})
+        self.devices = sorted({d for d, _ in self.memory})
+        index = {d: i for i, d in enumerate(self.devices)}
+        self.matrix = np.array(
+            [[row.get(k, 0.0) for k in self.keys] for _, row in self.memory], dtype=np.float64
+        ).reshape(len(self.memory), len(self.keys))
+        self.owner = np.array([index[d] for d, _ in self.memory], dtype=np.int64)
+
+    def _nearest_by_device(self, distances: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Per row of `distances` (queries × memory), the distance to each device's nearest."""
+        out = np.full((distances.shape[0], len(self.devices)), np.inf)
+        for c in range(len(self.devices)):
+            cols = self.owner == c
+            if cols.any():
+                out[:, c] = distances[:, cols].min(axis=1)
+        return out
+
+    def _proba(
+        self, nearest: npt.NDArray[np.float64], temperature: float, smoothing: float
+    ) -> npt.NDArray[np.float64]:
+        logits = -(nearest**2) / (2.0 * temperature**2)
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        weights /= weights.sum(axis=1, keepdims=True)
+        smoothed: npt.NDArray[np.float64] = (1.0 - smoothing) * weights + (
+            smoothing / nearest.shape[1]
+        )
+        return smoothed
+
+    def _fit(self) -> None:
+        n, n_devices = len(self.memory), len(self.devices)
+        if n_devices < 2:
+            return
+        queries = np.arange(max(0, n - self.loo_max), n)
+        diff = self.matrix[queries, None, :] - self.matrix[None, :, :]
+        distances = np.sqrt((diff**2).sum(axis=2))
+        distances[np.arange(len(queries)), queries] = np.inf  # leave the label itself out
+        nearest = self._nearest_by_device(distances)
+        truth = self.owner[queries]
+        # A device's only label cannot be predicted from the others: it teaches nothing here.
+        known = np.isfinite(nearest[np.arange(len(queries)), truth])
+        if known.sum() < 5:
+            return
+        nearest, truth = nearest[known], truth[known]
+        # A device with no other label is infinitely far: far enough to vanish, finite for exp.
+        nearest = np.where(np.isfinite(nearest), nearest, 1e6)
+        best: tuple[float, float, float] | None = None
+        for temperature in self.TEMPERATURES:
+            for smoothing in self.SMOOTHING:
+                p = self._proba(nearest, temperature, smoothing)[np.arange(len(truth)), truth]
+                loss = float(-np.log(np.maximum(p, 1e-6)).mean())
+                if best is None or loss < best[0] - 1e-12:
+                    best = (loss, temperature, smoothing)
+        assert best is not None
+        _, self.temperature, self.smoothing = best
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[str, float]:
+        """Probabilities over the devices learned (empty before the first label)."""
+        if not self.devices:
+            return {}
+        if len(self.devices) == 1:
+            return {self.devices[0]: 1.0}
+        query = np.array([[x.get(k, 0.0) for k in self.keys]], dtype=np.float64)
+        distances = np.sqrt(((self.matrix - query) ** 2).sum(axis=1))[None, :]
+        p = self._proba(self._nearest_by_device(distances), self.temperature, self.smoothing)[0]
+        return {d: float(p[i]) for i, d in enumerate(self.devices)}
+
+    def predict_one(self, x: dict[str, float]) -> str | None:
+        proba = self.predict_proba_one(x)
+        return max(sorted(proba), key=lambda k: proba[k]) if proba else None

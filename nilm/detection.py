@@ -7,16 +7,22 @@ both legs into 'ab' switches, and emits each switch once, when no later reading 
 about `SegmentationConfig.max_ramp_s` (20 s) plus the detector's lag (8 samples) after the step
 begins. Events do not depend on how the readings are cut into batches, and the whole state
 pickles (about 17 kB a home).
+
+With `provisional=True`, `update_live` also answers within seconds: the events not yet final,
+as they stand now, and what they no longer are (`nilm.provisional`). The final events are the
+same either way.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from nilm.changepoint import ChangePointDetector, make_detector
+from nilm.provisional import ProvisionalTracker, Settlement, TailSteps
 from nilm.records import Event, ReadingBatch, event_id_for, from_epoch_us
 from nilm.segmentation import LegPairer, LegSegmenter, LegStep, SampleBuffer, SegmentationConfig
 
@@ -56,6 +62,8 @@ class HomeEventDetector:
         from 2 to 8 W.
     config
         Segmentation settings; built from `min_event_w` when None.
+    provisional
+        Whether `update_live` also gives provisional events (see `nilm.provisional`).
 
     Examples
     --------
@@ -79,6 +87,7 @@ class HomeEventDetector:
         detector: str = "bocpd",
         noise_w: float = 2.0,
         config: SegmentationConfig | None = None,
+        provisional: bool = False,
     ) -> None:
         self.home_id = home_id
         self.min_event_w = min_event_w
@@ -93,6 +102,10 @@ class HomeEventDetector:
         self._legs = {leg: LegSegmenter(leg, self._config) for leg in "ab"}
         self._pairer = LegPairer(self._config)
         self._seen = 0
+        self.provisional = provisional
+        self._tracker = (
+            ProvisionalTracker(home_id, self._config.min_event_w) if provisional else None
+        )
 
     def update(self, batch: ReadingBatch) -> list[Event]:
         """Events whose steps are certain by the end of `batch`."""
@@ -111,6 +124,62 @@ class HomeEventDetector:
         if self._seen == 0:
             return []
         return self._advance(final=True)
+
+    # -- the hook for provisional events (nilm.provisional) ----------------------------------
+
+    def update_live(self, batch: ReadingBatch) -> list[Event | Settlement]:
+        """`update`'s final events, then (with `provisional`) the provisional ones and the
+        `Settlement` of those that no longer stand."""
+        return self._revise(self.update(batch), flushed=False)
+
+    def flush_live(self) -> list[Event | Settlement]:
+        """`flush`, then (with `provisional`) the settlement of every provisional event."""
+        return self._revise(self.flush(), flushed=True)
+
+    def _revise(self, finals: list[Event], flushed: bool) -> list[Event | Settlement]:
+        tracker = getattr(self, "_tracker", None)  # None in snapshots from before the hook
+        if tracker is None or (self._seen == 0 and not finals):
+            return list(finals)
+        return [*finals, *tracker.revise(self, finals, flushed)]
+
+    def pending_events(
+        self, tail_steps: TailSteps | None = None, min_after_samples: int = 1
+    ) -> list[Event]:
+        """The events not emitted yet, as they stand now: what `flush` would give if the
+        stream ended here, less steps with fewer than `min_after_samples` samples at their new
+        level (one sample off may be a spike). Changes nothing.
+
+        The change-point detector has not spoken on the newest `lag` samples yet;
+        `tail_steps`, when given, looks for steps there.
+        """
+        # copies of what closing changes (steps are frozen: shared)
+        legs = {leg: replace(seg, cps=list(seg.cps)) for leg, seg in self._legs.items()}
+        waiting = {leg: list(steps) for leg, steps in self._pairer.waiting.items()}
+        pairer = replace(self._pairer, waiting=waiting)
+        for seg in legs.values():
+            steps = seg.close(self._buf, self._seen - 1, final=True)
+            pairer.add([s for s in steps if self._seen - s.last >= min_after_samples])
+        if tail_steps is not None:
+            tail_from = max(self._seen - self._cpd.lag, 0)
+            for leg, seg in legs.items():
+                pairer.add(tail_steps(leg, self._buf, seg.seg_start, tail_from))
+        never: dict[str, int | None] = {leg: None for leg in "ab"}
+        return [self._event(s, p) for s, p in pairer.pop_ready(never, final=True)]
+
+    def settled_until_us(self) -> int | None:
+        """Every event that begins before this time (µs since the epoch) has been emitted;
+        None before the first reading."""
+        if self._seen == 0:
+            return None
+        known = self._seen - 1 - self._cpd.lag
+        until = self._buf.ts(max(known, self._buf.start)) + 1
+        for seg in self._legs.values():
+            pending = seg.first_pending()
+            if pending is not None:
+                until = min(until, self._buf.ts(pending))
+        for steps in self._pairer.waiting.values():
+            until = min([until, *(s.ts_us for s in steps)])
+        return until
 
     def _advance(self, final: bool) -> list[Event]:
         # every change point at or before `known` has been reported

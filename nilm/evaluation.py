@@ -12,6 +12,7 @@ the user has not labelled yet, for novelty). It measures:
   over the events the user did not label (a labelled event shows the user's answer);
 - novelty: ROC AUC of the novelty score, held-out devices' events against known devices' events
   (from the device's first label on), and the flagged fractions;
+- calibration: the expected calibration error of the confidence shown with each answer;
 - drift: health alerts per device, and for devices declared degraded, the delay from the onset.
 
 Pure: readings and truth in, one dict out.
@@ -34,6 +35,7 @@ from nilm.records import Event, Label, ReadingBatch, TruthEvent, to_epoch_us
 
 __all__ = [
     "Evaluation",
+    "expected_calibration_error",
     "macro_f1",
     "prf",
     "roc_auc",
@@ -88,6 +90,52 @@ def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | Non
     return round(total / (len(positive) * len(neg)), 4)
 
 
+def expected_calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool], n_bins: int = 10
+) -> float | None:
+    """Expected calibration error: the gap between confidence and accuracy, averaged over bins.
+
+    Predictions are grouped into `n_bins` equal-width bins of confidence; each bin's
+    |accuracy - mean confidence| counts by its share of the predictions (Guo et al. 2017).
+    None when there are no predictions.
+
+    Parameters
+    ----------
+    confidences
+        The probability each prediction gave its answer, in [0, 1].
+    correct
+        Whether each answer was right.
+    n_bins
+        How many bins [0, 1] is cut into.
+
+    Examples
+    --------
+    >>> expected_calibration_error([0.9, 0.9, 0.9, 0.9, 0.6], [True, True, True, False, True])
+    0.2
+    >>> expected_calibration_error([1.0, 1.0], [True, False])
+    0.5
+
+    References
+    ----------
+    Guo, C., Pleiss, G., Sun, Y. and Weinberger, K. Q. (2017). On calibration of modern neural
+    networks. ICML 2017.
+    """
+    if len(confidences) != len(correct):
+        raise ValueError(f"{len(confidences)} confidences but {len(correct)} outcomes")
+    if not confidences:
+        return None
+    bins: dict[int, list[tuple[float, bool]]] = {}
+    for c, ok in zip(confidences, correct, strict=True):
+        c = min(max(float(c), 0.0), 1.0)
+        bins.setdefault(min(int(c * n_bins), n_bins - 1), []).append((c, ok))
+    total = 0.0
+    for members in bins.values():
+        mean_conf = sum(c for c, _ in members) / len(members)
+        accuracy = sum(1 for _, ok in members if ok) / len(members)
+        total += len(members) * abs(accuracy - mean_conf)
+    return round(total / len(confidences), 4)
+
+
 @dataclass(slots=True)
 class _Scored:
     event: Event
@@ -96,6 +144,7 @@ class _Scored:
     uncertainty: float
     truth_device: str | None = None
     labelled: bool = False
+    confidence: float = 0.0
 
 
 @dataclass(slots=True)
@@ -161,7 +210,7 @@ class Evaluation:
     >>> ev.feed(batch)
     >>> result = ev.result()
     >>> result["events"]["recall"] > 0.9, sorted(result)
-    (True, ['classification', 'drift', 'events', 'labels', 'novelty'])
+    (True, ['calibration', 'classification', 'drift', 'events', 'labels', 'novelty'])
     """
 
     def __init__(
@@ -191,6 +240,8 @@ class Evaluation:
         self.learners: dict[str, HomeLearner] = {}
         self.scored: list[_Scored] = []
         self.alerts: list[dict[str, Any]] = []
+        # The latest row of each activation (runs are updated as labels arrive): energy per device.
+        self.activations: dict[str, dict[str, Any]] = {}
         self._pending: list[_Scored] = []
         self._last_review: datetime | None = None
         self._truth_us = [to_epoch_us(t.ts) for t in self.truth]
@@ -220,16 +271,19 @@ class Evaluation:
             self._last_review = event.ts
         rows = learner.on_event(event)
         self._collect(rows)
-        row = next(r for t, r in reversed(rows) if t == "events")
+        row = next(
+            r for t, r in reversed(rows) if t == "events" and r["event_id"] == event.event_id
+        )
         scored = _Scored(
             event, row["device"], row["novelty"] or 0.0, row["uncertainty"] or 0.0,
-            self._truth_device(event),
+            self._truth_device(event), confidence=row["confidence"] or 0.0,
         )  # fmt: skip
         self.scored.append(scored)
         self._pending.append(scored)
 
     def _collect(self, rows: list[TableRow]) -> None:
         self.alerts += [r for t, r in rows if t == "alerts"]
+        self.activations.update((r["activation_id"], r) for t, r in rows if t == "activations")
 
     def _truth_device(self, event: Event) -> str | None:
         """The device of the nearest unclaimed true switch within tolerance (for the user)."""
@@ -265,10 +319,17 @@ class Evaluation:
         neg: list[float] = []
         first10: dict[str, list[bool]] = {}
         known_flags: list[bool] = []
+        confidences: list[float] = []
+        correct: list[bool] = []
         for s in self.scored:
             d = s.truth_device
             if d is None:
                 continue
+            if s.device is not None and not s.labelled:
+                # Every answer shown with its confidence, held-out devices' events included:
+                # a confident answer for a device the user never taught is a miscalibrated one.
+                confidences.append(s.confidence)
+                correct.append(s.device == d)
             flagged = s.device is None and s.novelty >= 0.5
             if d in self.holdout:
                 pos.append(s.novelty)
@@ -300,6 +361,14 @@ class Evaluation:
                 "known_flagged_rate": (
                     round(sum(known_flags) / len(known_flags), 4) if known_flags else None
                 ),
+            },
+            "calibration": {
+                "ece": expected_calibration_error(confidences, correct),
+                "n_predictions": len(confidences),
+                "mean_confidence": (
+                    round(sum(confidences) / len(confidences), 4) if confidences else None
+                ),
+                "accuracy": round(sum(correct) / len(correct), 4) if correct else None,
             },
             "drift": self._drift(),
             "labels": dict(sorted(self.user.spent.items())),

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from nilm.batch.features import served_features
 from nilm.batch.served import ServedModel
-from nilm.classification import PrequentialSelector
+from nilm.classification import KernelClassifier, PrequentialSelector, weighted
 from nilm.clustering import UnknownClusters
 from nilm.health import HealthMonitor
-from nilm.novelty import NoveltyDetector
+from nilm.novelty import NoveltyDetector, NoveltyScore
 from nilm.pairing import Activation, Pairer
 from nilm.records import Event, Label
 from nilm.signatures import Signature, features, signature_of
@@ -36,6 +36,8 @@ TableRow = tuple[str, dict[str, Any]]
 # A label whose event_id is "cluster:<cluster_id>" names an unknown-device cluster: every event
 # of it that the learner remembers is learned as that device.
 CLUSTER_LABEL_PREFIX = "cluster:"
+# How many provisional event ids (and labels waiting for them) a learner keeps in mind.
+_PROVISIONAL_MEMORY = 256
 
 
 def event_row(
@@ -75,6 +77,7 @@ def event_row(
             "settle_slope_w_per_s": event.settle_slope_w_per_s,
             "detector": event.detector,
             "labelled": labelled,
+            "provisional": event.provisional,
         },
     )
 
@@ -93,6 +96,8 @@ class _Seen:
     cluster_id: str | None
     label: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The on event of the run this off event closes, when pairing matched one.
+    closes: str | None = None
 
     def row(self) -> TableRow:
         if self.label is not None:
@@ -139,6 +144,11 @@ class HomeLearner:
         novelty is judged from the labels this learner has learned, not from the file's.
     batch_check_every
         Events between two looks at `batch_model_path`.
+    repredict_per_step
+        After a label or a named cluster, the remembered events are answered again with the
+        updated model, newest first, at most this many per call of `on_event` or `on_label`
+        (bounded work per step); each answer that changes is emitted as an updated `events` row,
+        and the activations it belongs to follow. Confirmed events keep their label.
 
     Examples
     --------
@@ -167,6 +177,7 @@ class HomeLearner:
         seed: int = 0,
         batch_model_path: str = "",
         batch_check_every: int = 100,
+        repredict_per_step: int = 300,
     ) -> None:
         self.home_id = home_id
         self.models = tuple(models)
@@ -177,29 +188,65 @@ class HomeLearner:
         self.seed = seed
         self.batch_model_path = batch_model_path
         self.batch_check_every = batch_check_every
+        self.repredict_per_step = repredict_per_step
         self.served = (
             ServedModel(Path(batch_model_path), batch_check_every) if batch_model_path else None
         )
         self.classifier = PrequentialSelector(self.models, imbalance, seed)
+        # The selector's answer is shown with this model's probability of it: calibrated on the
+        # home's own labels, where a 1-nearest-neighbour would show 100 % on everything.
+        self.calibration = KernelClassifier()
         self.novelty = NoveltyDetector(window_events=novelty_window_events, seed=seed)
         self.clusters = UnknownClusters(home_id)
         self.pairer = Pairer()
         self.health = HealthMonitor(home_id)
         self.recent: OrderedDict[str, _Seen] = OrderedDict()
+        # The activations of the remembered events, so that a re-prediction can rewrite them, and
+        # which activation each on or off event belongs to.
+        self.activations: OrderedDict[str, Activation] = OrderedDict()
+        self.activation_of: dict[str, str] = {}
+        # Events to answer again with the model as it is now, newest first (see `_catch_up`).
+        self.stale: list[str] = []
+        # The labelled events among `recent`, in the order their labels came.
+        self.label_order: list[str] = []
         self.last_label_id = 0
         self.n_events = 0
+        # Provisional events answered lately, and labels that came for one of them: a label is
+        # learned when its event is final (see `_provisional_rows`).
+        self.provisional_ids: OrderedDict[str, None] = OrderedDict()
+        self.parked_labels: OrderedDict[str, Label] = OrderedDict()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # snapshots from before provisional events lack these; a restart must not fail on them
+        self.__dict__.setdefault("provisional_ids", OrderedDict())
+        self.__dict__.setdefault("parked_labels", OrderedDict())
+        # nor have these older ones history re-prediction and calibration
+        self.__dict__.setdefault("repredict_per_step", 300)
+        self.__dict__.setdefault("calibration", KernelClassifier())
+        self.__dict__.setdefault("activations", OrderedDict())
+        self.__dict__.setdefault("activation_of", {})
+        self.__dict__.setdefault("stale", [])
+        self.__dict__.setdefault("label_order", [])
 
     def clone(self) -> HomeLearner:
         return HomeLearner(
             self.home_id, self.models, self.imbalance, self.novelty_window_events,
             self.memory_events, self.utc_offset_s, self.seed, self.batch_model_path,
-            self.batch_check_every,
+            self.batch_check_every, self.repredict_per_step,
         )  # fmt: skip
 
     # -- events ------------------------------------------------------------------------------
 
     def on_event(self, event: Event) -> list[TableRow]:
         """Predict `event`'s device; rows for events, activations, clusters and alerts."""
+        if event.provisional:
+            return self._provisional_rows(event)
+        parked = self.parked_labels.pop(event.event_id, None)
+        if parked is not None:
+            answer = self.on_event(event)
+            seen_now = self.recent.get(event.event_id)
+            return answer + (self._learn(seen_now, parked.device) if seen_now is not None else [])
         if event.event_id in self.recent:
             # At-least-once delivery: an event seen before is answered as before, not relearned.
             return [self.recent[event.event_id].row()]
@@ -210,31 +257,161 @@ class HomeLearner:
             hours = (event.ts - closes.start_ts).total_seconds() / 3600.0
             sig = sig.with_run(hours * 3600.0, hours * (closes.power_w - event.delta_p_w) / 2.0)
         x = features(sig)
-        proba = self._served_proba(event, x) or self.classifier.predict_proba_one(x)
-        score = self.novelty.score_one(x)
+        closes_id = closes.on_event_id if closes is not None else None
+        device, confidence, score = self._answer(event, x, closes_id)
         self.novelty.learn_one(x)
-        device: str | None = None
-        confidence = 0.0
-        if proba:
-            device = max(sorted(proba), key=lambda k: proba[k])
-            confidence = proba[device]
         rows: list[TableRow] = []
         cluster_id = None
-        if score.novel:
-            device = None
+        if device is None and score.novel:
             cluster = self.clusters.learn_one(x, event)
             cluster_id = cluster.cluster_id
             rows.append(("clusters", cluster.row()))
         uncertainty = 1.0 - confidence * (1.0 - score.novelty)
         seen = _Seen(event, sig, x, device, confidence, score.novelty, uncertainty, cluster_id)
+        seen.closes = closes_id
         self._remember(seen)
         for activation in self.pairer.on_event(event, device):
+            self._keep_activation(activation)
             rows.append(("activations", activation.row()))
             rows += self._health(activation)
         if device is not None:
             rows += [("alerts", a.row()) for a in self.health.on_event(device, event)]
         rows.append(seen.row())
+        # Older events answered again come first: the event's own row stays the last one.
+        return self._catch_up() + rows
+
+    def _answer(
+        self, event: Event, x: dict[str, float], closes: str | None = None
+    ) -> tuple[str | None, float, NoveltyScore]:
+        """The device the models see in `x` now (None when none or novel), its calibrated
+        confidence and the novelty score; changes nothing.
+
+        An off event the models cannot place, which closes a run of a known device, is that
+        device (an off event knows its on), as sure as the run's on event is.
+        """
+        proba = self._served_proba(event, x) or self.classifier.predict_proba_one(x)
+        score = self.novelty.score_one(x)
+        device: str | None = None
+        confidence = 0.0
+        if proba:
+            device = max(sorted(proba), key=lambda k: proba[k])
+            confidence = self._confidence(device, x, proba)
+        if score.novel:
+            device = None
+        if device is None and closes is not None:
+            on = self.recent.get(closes)
+            run_device = self._device_of(closes)
+            if on is not None and run_device is not None:
+                device = run_device
+                if on.label is not None:
+                    confidence = 1.0
+                else:
+                    calibrated = self.calibration.predict_proba_one(weighted(on.x))
+                    confidence = calibrated.get(run_device, on.confidence)
+        return device, confidence, score
+
+    def _device_of(self, event_id: str) -> str | None:
+        seen = self.recent.get(event_id)
+        if seen is None:
+            return None
+        return seen.label if seen.label is not None else seen.device
+
+    def _keep_activation(self, activation: Activation) -> None:
+        self.activations[activation.activation_id] = activation
+        self.activations.move_to_end(activation.activation_id)
+        self.activation_of[activation.on_event_id] = activation.activation_id
+        if activation.off_event_id is not None:
+            self.activation_of[activation.off_event_id] = activation.activation_id
+        while len(self.activations) > self.memory_events:
+            _, gone = self.activations.popitem(last=False)
+            self.activation_of.pop(gone.on_event_id, None)
+            if gone.off_event_id is not None:
+                self.activation_of.pop(gone.off_event_id, None)
+
+    def _run_device(self, activation: Activation) -> str | None:
+        """Who a run belongs to: a confirmed end's device first (the on event's before the
+        off's), then the on event's answer, then the off event's."""
+        ends = [self.recent.get(activation.on_event_id)]
+        if activation.off_event_id is not None:
+            ends.append(self.recent.get(activation.off_event_id))
+        seen = [e for e in ends if e is not None]
+        for e in seen:
+            if e.label is not None:
+                return e.label
+        return next((e.device for e in seen if e.device is not None), None)
+
+    def _refresh_activation(self, event_id: str) -> list[TableRow]:
+        """The activation of `event_id` again, if its device changed."""
+        activation = self.activations.get(self.activation_of.get(event_id, ""))
+        if activation is None:
+            return []
+        device = self._run_device(activation)
+        if device is None or device == activation.device:
+            return []
+        updated = replace(activation, device=device)
+        self._keep_activation(updated)
+        if updated.off_event_id is None and not updated.abandoned:
+            self.pairer.relabel(updated.on_event_id, device)
+        return [("activations", updated.row())]
+
+    def _mark_stale(self) -> None:
+        """The model changed: every remembered unconfirmed event is to be answered again."""
+        self.stale = [k for k, s in reversed(self.recent.items()) if s.label is None]
+
+    def _catch_up(self) -> list[TableRow]:
+        """Answer again up to `repredict_per_step` stale events, newest first."""
+        rows: list[TableRow] = []
+        todo, self.stale = (
+            self.stale[: self.repredict_per_step],
+            self.stale[self.repredict_per_step :],
+        )
+        for event_id in todo:
+            rows += self._reanswer(event_id)
+            # Newest first reaches an off event before its on: once the on event has its answer,
+            # its off event is answered again (it may take the run's device).
+            run = self.activations.get(self.activation_of.get(event_id, ""))
+            if run is not None and run.on_event_id == event_id and run.off_event_id is not None:
+                rows += self._reanswer(run.off_event_id)
         return rows
+
+    def _reanswer(self, event_id: str) -> list[TableRow]:
+        seen = self.recent.get(event_id)
+        if seen is None or seen.label is not None:
+            return []
+        device, confidence, score = self._answer(seen.event, seen.x, seen.closes)
+        before = seen.row()
+        seen.device, seen.confidence, seen.novelty = device, confidence, score.novelty
+        seen.uncertainty = 1.0 - confidence * (1.0 - score.novelty)
+        after = seen.row()
+        rows = [after] if after != before else []
+        return rows + self._refresh_activation(event_id)
+
+    def _confidence(self, device: str, x: dict[str, float], proba: dict[str, float]) -> float:
+        """The calibrated probability that `device` is right (the answering model's own figure
+        for a device the calibration has not learned, as a served model's may be)."""
+        calibrated = self.calibration.predict_proba_one(weighted(x))
+        return calibrated.get(device, proba[device]) if calibrated else proba[device]
+
+    def _provisional_rows(self, event: Event) -> list[TableRow]:
+        """A provisional event (`nilm.provisional`): its device as the models see it now.
+
+        Nothing is learned, paired, clustered or counted: the final event does all of that,
+        once, so a provisional event that is refined, replaced or retracted leaves no trace.
+        """
+        sig = signature_of(event, self.utc_offset_s)
+        closes = self.pairer.match(event, None)
+        if closes is not None:
+            hours = (event.ts - closes.start_ts).total_seconds() / 3600.0
+            sig = sig.with_run(hours * 3600.0, hours * (closes.power_w - event.delta_p_w) / 2.0)
+        x = features(sig)
+        closes_id = closes.on_event_id if closes is not None else None
+        device, confidence, score = self._answer(event, x, closes_id)
+        uncertainty = 1.0 - confidence * (1.0 - score.novelty)
+        self.provisional_ids[event.event_id] = None
+        self.provisional_ids.move_to_end(event.event_id)
+        while len(self.provisional_ids) > _PROVISIONAL_MEMORY:
+            self.provisional_ids.popitem(last=False)
+        return [event_row(event, device, confidence, score.novelty, uncertainty)]
 
     def _served_proba(self, event: Event, x: dict[str, float]) -> dict[str, float]:
         """The batch model's answer, or {} when there is none (River answers then)."""
@@ -261,37 +438,57 @@ class HomeLearner:
             return []
         self.last_label_id = label.label_id
         if label.event_id.startswith(CLUSTER_LABEL_PREFIX):
-            return self._name_cluster(label.event_id[len(CLUSTER_LABEL_PREFIX) :], label.device)
+            rows = self._name_cluster(label.event_id[len(CLUSTER_LABEL_PREFIX) :], label.device)
+            return rows + self._catch_up()
         seen = self.recent.get(label.event_id)
+        if seen is None and label.event_id in self.provisional_ids:
+            # The event is still provisional: learn the label when it is final.
+            self.parked_labels[label.event_id] = label
+            while len(self.parked_labels) > _PROVISIONAL_MEMORY:
+                self.parked_labels.popitem(last=False)
+            return []
         if seen is None:
             logger.warning(
                 "label %s names event %s, which is not among the last %s events of home %s: "
                 "not learned", label.label_id, label.event_id, self.memory_events, self.home_id,
             )  # fmt: skip
-            return []
-        return self._learn(seen, label.device)
+            return self._catch_up()
+        rows = self._learn(seen, label.device)
+        self._mark_stale()
+        return rows + self._catch_up()
 
     def _learn(self, seen: _Seen, device: str) -> list[TableRow]:
         if seen.label == device:
             return [seen.row()]
         corrected = seen.label is not None
         seen.label = device
+        self.label_order = [
+            k for k in self.label_order if k in self.recent and k != seen.event.event_id
+        ]
+        self.label_order.append(seen.event.event_id)
         if corrected:
-            # A correction: River's models cannot unlearn the old device, so the classifier is
-            # rebuilt from the confirmations still remembered, each with its latest device.
-            self.classifier = self.classifier.clone()
-            for remembered in self.recent.values():
-                if remembered.label is not None:
-                    self.classifier.learn_one(remembered.x, remembered.label)
+            # The newest label wins. River's classifiers cannot forget one example, so the models
+            # are rebuilt from the remembered labels in the order they came, the corrected one
+            # last (labels older than the memory are lost to a rebuild: rare, and logged).
+            logger.info("event %s re-labelled as %s: models rebuilt from %d labels",
+                        seen.event.event_id, device, len(self.label_order))  # fmt: skip
+            self._rebuild_models()
         else:
             self.classifier.learn_one(seen.x, device)
-        self.novelty.learn_label(seen.x, device)
-        rows = [seen.row()]
-        if seen.event.delta_p_w > 0:
-            run = self.pairer.relabel(seen.event.event_id, device)
-            if run is not None:
-                rows.append(("activations", run.row()))
-        return rows
+            self.calibration.learn_one(weighted(seen.x), device)
+            self.novelty.learn_label(seen.x, device)
+        return [seen.row(), *self._refresh_activation(seen.event.event_id)]
+
+    def _rebuild_models(self) -> None:
+        self.classifier = self.classifier.clone()
+        self.calibration = self.calibration.clone()
+        self.novelty.forget_labels()
+        for event_id in self.label_order:
+            labelled = self.recent[event_id]
+            assert labelled.label is not None
+            self.classifier.learn_one(labelled.x, labelled.label)
+            self.calibration.learn_one(weighted(labelled.x), labelled.label)
+            self.novelty.learn_label(labelled.x, labelled.label)
 
     def _name_cluster(self, cluster_id: str, device: str) -> list[TableRow]:
         cluster = self.clusters.name(cluster_id, device)
@@ -302,6 +499,7 @@ class HomeLearner:
         for seen in list(self.recent.values()):
             if seen.cluster_id == cluster_id:
                 rows += self._learn(seen, device)
+        self._mark_stale()
         return rows
 
     # -- what the dashboard and eval read ----------------------------------------------------

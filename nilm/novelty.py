@@ -17,6 +17,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from river import anomaly
 
 from nilm.classification import weighted
@@ -82,10 +84,13 @@ class NoveltyDetector:
         window_events: int = 250,
         n_trees: int = 25,
         height: int = 8,
-        distance_scale: float = 1.6,
+        distance_scale: float = 2.5,
         threshold: float = 0.5,
         max_labels_per_device: int = 200,
         seed: int = 0,
+        spread_prior: float = 0.5,
+        spread_exponent: float = 0.5,
+        rarity_weight: float = 0.0,
     ) -> None:
         self.window_events = window_events
         self.n_trees = n_trees
@@ -94,6 +99,8 @@ class NoveltyDetector:
         self.threshold = threshold
         self.max_labels_per_device = max_labels_per_device
         self.seed = seed
+        self.spread_prior = spread_prior
+        self.spread_exponent = spread_exponent
         limits: dict[Hashable, tuple[float, float]] = {
             k: FEATURE_LIMITS[k] for k in DENSITY_FEATURES
         }
@@ -108,7 +115,11 @@ class NoveltyDetector:
         # The trees' raw scores of the last window of events: rarity is a rank among them, since
         # raw scores crowd into a narrow band whose place depends on the home.
         self.recent_scores: deque[float] = deque(maxlen=window_events)
-        self.labelled: dict[str, deque[dict[str, float]]] = {}
+        self.rarity_weight = rarity_weight
+        # Per device, its confirmed events (weighted features, in `keys` order) and its spread.
+        self.keys: list[str] = []
+        self.labelled: dict[str, npt.NDArray[np.float64]] = {}
+        self.spread: dict[str, float] = {}
 
     def clone(self) -> NoveltyDetector:
         return NoveltyDetector(
@@ -119,6 +130,9 @@ class NoveltyDetector:
             self.threshold,
             self.max_labels_per_device,
             self.seed,
+            self.spread_prior,
+            self.spread_exponent,
+            self.rarity_weight,
         )
 
     def learn_one(self, x: dict[str, float]) -> None:
@@ -130,9 +144,20 @@ class NoveltyDetector:
         self.n_learned += 1
 
     def learn_label(self, x: dict[str, float], device: str) -> None:
-        """Remember a confirmed event of `device`."""
-        memory = self.labelled.setdefault(device, deque(maxlen=self.max_labels_per_device))
-        memory.append(weighted(x))
+        """Remember a confirmed event of `device`, and re-measure that device's spread."""
+        wx = weighted(x)
+        if not self.keys:
+            self.keys = sorted(wx)
+        row = np.array([[wx.get(k, 0.0) for k in self.keys]], dtype=np.float64)
+        memory = self.labelled.get(device)
+        memory = row if memory is None else np.vstack([memory, row])[-self.max_labels_per_device :]
+        self.labelled[device] = memory
+        self.spread[device] = _spread(memory, self.spread_prior)
+
+    def forget_labels(self) -> None:
+        """Forget every confirmed event (the density of all events stays)."""
+        self.labelled = {}
+        self.spread = {}
 
     def rarity(self, x: dict[str, float]) -> float:
         """The rank of HalfSpaceTrees' anomaly score among the last window's events, in [0, 1].
@@ -146,16 +171,27 @@ class NoveltyDetector:
         ties = sum(1 for r in self.recent_scores if r == raw)
         return (below + 0.5 * ties) / len(self.recent_scores)
 
-    def label_distance(self, x: dict[str, float]) -> tuple[float, str | None]:
-        """The weighted distance to the nearest confirmed event, and its device."""
+    def device_distances(self, x: dict[str, float]) -> dict[str, float]:
+        """Per learned device, the distance to its nearest confirmed event in units of that
+        device's own spread: 1 is as far as its events typically lie from one another."""
+        if not self.labelled:
+            return {}
         wx = weighted(x)
-        best, device = math.inf, None
+        row = np.array([wx.get(k, 0.0) for k in self.keys], dtype=np.float64)
+        out = {}
         for name in sorted(self.labelled):
-            for y in self.labelled[name]:
-                d = math.sqrt(sum((wx.get(k, 0.0) - y.get(k, 0.0)) ** 2 for k in wx.keys() | y))
-                if d < best:
-                    best, device = d, name
-        return best, device
+            nearest = float(np.sqrt(((self.labelled[name] - row) ** 2).sum(axis=1)).min())
+            out[name] = nearest / self.spread[name] ** self.spread_exponent
+        return out
+
+    def label_distance(self, x: dict[str, float]) -> tuple[float, str | None]:
+        """The smallest spread-scaled distance to a learned device (inf before any label), and
+        that device."""
+        distances = self.device_distances(x)
+        if not distances:
+            return math.inf, None
+        device = min(sorted(distances), key=lambda d: distances[d])
+        return distances[device], device
 
     def score_one(self, x: dict[str, float]) -> NoveltyScore:
         """How new `x` is; changes nothing."""
@@ -164,8 +200,25 @@ class NoveltyDetector:
         far = 1.0
         if not math.isinf(distance):
             far = 1.0 - 2.0 ** (-((distance / self.distance_scale) ** 2))
-        novelty = math.sqrt(max(rarity, 0.0) * far)
+        novelty = far if self.rarity_weight == 0 else far * max(rarity, 0.0) ** self.rarity_weight
         return NoveltyScore(rarity, distance, novelty, novelty >= self.threshold)
+
+
+def _spread(memory: npt.NDArray[np.float64], prior: float, prior_weight: float = 3.0) -> float:
+    """How far a device's confirmed events typically lie from their nearest neighbour among
+    themselves (the median), shrunk towards `prior` while it has few: one or two labels say
+    little about how much a device varies. Never below a tenth of the prior, so that a device
+    whose labels happen to coincide does not call its next event new."""
+    n = len(memory)
+    if n >= 2:
+        diff = memory[:, None, :] - memory[None, :, :]
+        d = np.sqrt((diff**2).sum(axis=2))
+        np.fill_diagonal(d, np.inf)
+        typical = float(np.median(d.min(axis=1)))
+    else:
+        typical = prior
+    shrunk = math.sqrt((prior_weight * prior**2 + n * typical**2) / (prior_weight + n))
+    return max(shrunk, 0.1 * prior)
 
 
 # What the trees split on: what tells devices apart. Time of day, run length and settling are

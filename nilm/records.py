@@ -231,6 +231,8 @@ class Event:
 
     `ts` is the second the step begins. Deltas are after minus before, summed over `legs`.
     `inrush_peak_w` is the largest excess over the new level during settling (0 if none).
+    A `provisional` event is the detector's current view of a step that later samples may still
+    refine or retract (`nilm.provisional`); a final one never changes.
     """
 
     event_id: str
@@ -252,6 +254,7 @@ class Event:
     settle_slope_w_per_s: float = 0.0
     detector: str = ""
     extra: dict[str, float] = field(default_factory=dict, compare=False)
+    provisional: bool = False
 
     @property
     def is_on(self) -> bool:

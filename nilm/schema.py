@@ -62,7 +62,11 @@ CREATE TABLE IF NOT EXISTS events (
     ramp_s DOUBLE,
     settle_slope_w_per_s DOUBLE,
     detector VARCHAR,
-    labelled BOOLEAN DEFAULT FALSE
+    labelled BOOLEAN DEFAULT FALSE,
+    -- a provisional row may still be refined or removed (nilm.provisional); a final one stays
+    provisional BOOLEAN DEFAULT FALSE,
+    -- the wall-clock time the row was first written, kept on later updates
+    detected_at TIMESTAMPTZ
 );
 CREATE SEQUENCE IF NOT EXISTS labels_label_id START 1;
 CREATE TABLE IF NOT EXISTS labels (
@@ -117,6 +121,8 @@ ALTER TABLE activations ADD COLUMN IF NOT EXISTS off_power_w DOUBLE;
 ALTER TABLE activations ADD COLUMN IF NOT EXISTS duration_s DOUBLE;
 ALTER TABLE activations ADD COLUMN IF NOT EXISTS abandoned BOOLEAN DEFAULT FALSE;
 ALTER TABLE clusters ADD COLUMN IF NOT EXISTS first_seen TIMESTAMPTZ;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS provisional BOOLEAN DEFAULT FALSE;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS detected_at TIMESTAMPTZ;
 """
 
 # Each event's power trajectory (`nilm.batch.windows.window_row`): `window` holds `channels` rows

@@ -102,6 +102,8 @@ class Settings:
     snapshot_interval_s: float = 10.0
     min_event_w: float = 30.0
     detector: str = "bocpd"
+    # Show events within seconds as provisional rows, refined until final (nilm.provisional).
+    provisional_events: bool = True
     voltage_min_v: float = 90.0
     voltage_max_v: float = 150.0
     dashboard_host: str = "127.0.0.1"

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--commit-interval",
         dest="commit_interval_s",
         type=float,
-        help="seconds between spool commits (default 2)",
+        help="seconds between spool commits (default 0.5: each reading as it comes)",
     )
     p.add_argument("--retention-days", dest="retention_days", type=float)
     p.add_argument("--max-spool-mb", dest="max_spool_mb", type=float)

@@ -38,7 +38,10 @@ class AgentConfig:
     token_file: str = ""
     interval_s: float = 1.0
     request_timeout_s: float = 2.0
-    commit_interval_s: float = 2.0
+    # Under the 1 s poll interval, so each reading is committed (and served) as it comes: an
+    # event reaches the PC within seconds. One small WAL commit a second is what that costs
+    # the SD card; a longer interval batches readings and delays them by up to its length.
+    commit_interval_s: float = 0.5
     retention_days: float = 30.0
     max_spool_mb: float = 512.0
     # BLE

@@ -1,4 +1,11 @@
-"""Shared fixtures: small sample databases (simulated readings and derived results)."""
+"""Shared fixtures: databases written by the real flow, as the dashboard meets them.
+
+`flow_file` runs the demo's own path once per test session (`flows.app.run_demo` without a
+dashboard): half a day of the simulated household streamed through the dataflow into DuckDB,
+then a simulated user confirms two events of each device and the flow, still running, learns
+them for the next simulated hour. So the pages are tested on the columns and values the flow
+writes, not on invented rows.
+"""
 
 from __future__ import annotations
 
@@ -10,50 +17,65 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dashboards.sample import fill_sample_database
 from dashboards.store import DataStore
 from nilm.schema import SCHEMA_SQL
+from nilm.settings import Settings
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 FIXED_NOW = datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
+FLOW_SEED = 2
+HISTORY_DAYS = 0.5
+# Simulated after the history, at `FLOW_SPEED`x: the user's labels are learned meanwhile.
+LIVE_DAYS = 3 / 24
+FLOW_SPEED = 900.0
+CONFIRM_PER_DEVICE = 2
 
 
 @pytest.fixture(scope="session")
-def sample_connection(sample_file: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Half a day of a simulated house with events, runs, a cluster and an alert (read-mostly)."""
-    con = duckdb.connect(str(sample_file), read_only=True)
+def flow_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The database the real flow wrote (see the module's docstring); tests copy or read it."""
+    from flows.app import run_demo
+
+    path = tmp_path_factory.mktemp("flow") / "flow.duckdb"
+    settings = Settings(db_path=str(path), home_id="home", label_poll_s=0.2)
+    code = run_demo(
+        settings,
+        days=HISTORY_DAYS + LIVE_DAYS,
+        backfill_days=HISTORY_DAYS,
+        speed=FLOW_SPEED,
+        seed=FLOW_SEED,
+        serve=False,
+        confirm_per_device=CONFIRM_PER_DEVICE,
+    )
+    assert code == 0
+    return path
+
+
+@pytest.fixture(scope="session")
+def flow_connection(flow_file: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(str(flow_file), read_only=True)
     yield con
     con.close()
 
 
 @pytest.fixture
-def store(sample_connection: duckdb.DuckDBPyConnection) -> DataStore:
-    """A store over the shared sample; tests that write labels use `fresh_store`."""
-    return DataStore(sample_connection, clock=lambda: FIXED_NOW)
-
-
-@pytest.fixture(scope="session")
-def sample_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same half day as a database file, written once; tests copy it."""
-    path = tmp_path_factory.mktemp("sample") / "sample.duckdb"
-    con = duckdb.connect(str(path))
-    fill_sample_database(con, days=0.5, start=T0)
-    con.close()
-    return path
+def store(flow_connection: duckdb.DuckDBPyConnection) -> DataStore:
+    """A store over the flow's database (read-only); tests that write labels use `fresh_store`."""
+    return DataStore(flow_connection, clock=lambda: FIXED_NOW)
 
 
 @pytest.fixture
-def sample_copy(sample_file: Path, tmp_path: Path) -> Path:
-    """A private copy of the sample database file."""
+def flow_copy(flow_file: Path, tmp_path: Path) -> Path:
+    """A private copy of the flow's database file."""
     path = tmp_path / "copy.duckdb"
-    shutil.copyfile(sample_file, path)
+    shutil.copyfile(flow_file, path)
     return path
 
 
 @pytest.fixture
-def fresh_store(sample_copy: Path) -> Iterator[DataStore]:
-    """A store over its own copy of the sample, for tests that write labels."""
-    con = duckdb.connect(str(sample_copy))
+def fresh_store(flow_copy: Path) -> Iterator[DataStore]:
+    """A writable store over its own copy of the flow's database, for tests that label."""
+    con = duckdb.connect(str(flow_copy))
     yield DataStore(con, clock=lambda: FIXED_NOW)
     con.close()
 
@@ -68,6 +90,18 @@ def empty_store() -> Iterator[DataStore]:
 
 
 def label_count(store: DataStore) -> int:
-    row = store.connection.cursor().execute("SELECT count(*) FROM labels").fetchone()
+    """Labels the test's store wrote (its clock says `FIXED_NOW`; the flow's user wrote the
+    others at the wall-clock time)."""
+    row = (
+        store.connection.cursor()
+        .execute("SELECT count(*) FROM labels WHERE created_at = ?", [FIXED_NOW])
+        .fetchone()
+    )
     assert row is not None
     return int(row[0])
+
+
+def scalar(store: DataStore, sql: str, params: list[object] | None = None) -> object:
+    row = store.connection.cursor().execute(sql, params or []).fetchone()
+    assert row is not None
+    return row[0]

@@ -2,18 +2,27 @@
 Chromium driven by Selenium.
 
 It checks what a person would: the live chart moves, a label confirmed in the queue is stored,
-and the flow then predicts that device for the events that follow. Screenshots of every page go
-to `artifacts/dashboard/` at the repository root (git-ignored).
+and the flow then predicts that device for the events that follow; and that no page builds new
+Bokeh models as it refreshes (a page that did grew its tab until it stopped answering).
+Screenshots of every page go to `artifacts/dashboard/` at the repository root (git-ignored);
+on a failure, a screenshot and the page's console log too.
+
+It never hangs: each step waits on a condition with its own time limit, scripts and page
+loads have timeouts, and a watchdog kills Chromium and the demo once `HARD_LIMIT_S` is over,
+so a renderer that stopped answering fails the test instead of blocking it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,6 +35,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "dashboard"
 NEW_DEVICE = "Test fridge"
+# The whole walk-through, on a loaded 2-core machine; past it the watchdog kills everything.
+HARD_LIMIT_S = 420.0
+SCRIPT_TIMEOUT_S = 20.0
+# Refresh ticks a page gets while its model count is watched, and the growth allowed (a
+# Tabulator page may add a row model or two; a leaking page adds hundreds per refresh).
+WATCH_S = 8.0
+MODEL_SLACK = 10
 
 pytestmark = [
     pytest.mark.browser,
@@ -62,6 +78,48 @@ return found;
 """
 
 
+MODEL_COUNT = """
+if (!window.Bokeh || !Bokeh.documents.length) return null;
+return Bokeh.documents[0].all_models.size;
+"""
+
+
+class Watchdog:
+    """Kills the processes it is given once `limit_s` has passed, unless cancelled first."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.fired = False
+        self._cancel = threading.Event()
+        self._groups: list[int] = []
+        self._thread = threading.Thread(target=self._run, name="browser-watchdog", daemon=True)
+        self._thread.start()
+
+    def guard(self, pid: int) -> None:
+        """Watch the process group that `pid` leads."""
+        self._groups.append(pid)
+
+    def _run(self) -> None:
+        if self._cancel.wait(self.limit_s):
+            return
+        self.fired = True
+        for group in self._groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def watchdog() -> Iterator[Watchdog]:
+    dog = Watchdog(HARD_LIMIT_S)
+    yield dog
+    dog.cancel()
+    assert not dog.fired, f"the browser test passed its hard limit of {HARD_LIMIT_S:.0f} s"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,7 +144,7 @@ def _until(what: str, check: Callable[[], Any], timeout_s: float, every_s: float
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[str]:
+def demo(tmp_path: Path, watchdog: Watchdog) -> Iterator[str]:
     """`nilm demo` on a free port over a new database; yields the dashboard's URL."""
     port = _free_port()
     nilm = Path(sys.executable).with_name("nilm")
@@ -99,36 +157,43 @@ def demo(tmp_path: Path) -> Iterator[str]:
     proc = subprocess.Popen(
         [*command, "demo", "--port", str(port), "--db", str(tmp_path / "demo.duckdb"),
          "--backfill-days", "0.5", "--speed", "300"],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
+    watchdog.guard(proc.pid)
     url = f"http://127.0.0.1:{port}/"
 
     def up() -> bool:
         assert proc.poll() is None, (tmp_path / "demo.log").read_text()[-3000:]
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url + "liveness", timeout=5) as response:
             return bool(response.status == 200)
 
     try:
-        _until("nilm demo serves its dashboard", up, 60)
+        _until("nilm demo serves its dashboard", up, 90)
         yield url
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+        text = (tmp_path / "demo.log").read_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "demo.log").write_text(text)
+        # A tab closed mid-refresh must not leave a websocket error in the server's log.
+        assert "Task exception was never retrieved" not in text, text[-3000:]
 
 
 @pytest.fixture
-def browser() -> Iterator[Any]:
+def browser(watchdog: Watchdog) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for arg in (
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -137,11 +202,20 @@ def browser() -> Iterator[Any]:
         options.add_argument(arg)
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        # Its own process group, so the watchdog can kill chromedriver and every Chromium
+        # process it started at once.
+        service = Service(str(CHROMEDRIVER), popen_kw={"start_new_session": True})
+        driver = webdriver.Chrome(service=service, options=options)
+        watchdog.guard(service.process.pid)
+        driver.set_script_timeout(SCRIPT_TIMEOUT_S)
+        driver.set_page_load_timeout(60)
         try:
             yield driver
         finally:
-            driver.quit()
+            with contextlib.suppress(Exception):
+                driver.quit()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(service.process.pid, signal.SIGKILL)
 
 
 def _deep(driver: Any, css: str) -> list[Any]:
@@ -185,11 +259,33 @@ def _queue_rows(driver: Any) -> list[dict[str, Any]]:
     return [{k: cols[k][i] for k in cols} for i in range(len(cols["event_id"]))]
 
 
+def _save_failure(driver: Any) -> None:
+    """A screenshot and the console log of the page as it was when the test failed."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(Exception):
+        _shot(driver, "failure")
+    with contextlib.suppress(Exception):
+        entries = driver.get_log("browser")
+        (ARTIFACTS / "failure-console.json").write_text(json.dumps(entries, indent=1))
+
+
+def _models_stay_bounded(driver: Any, page: str) -> None:
+    """The page's Bokeh model count after several refreshes is what it was (no new figures)."""
+    before = _until(f"the {page} page's Bokeh document", lambda: driver.execute_script(
+        MODEL_COUNT), 20)  # fmt: skip
+    deadline = time.monotonic() + WATCH_S
+    counts = [before]
+    while time.monotonic() < deadline:
+        time.sleep(1.0)  # pacing the samples, not waiting for a state: the refreshes run anyway
+        counts.append(driver.execute_script(MODEL_COUNT))
+    assert max(counts) <= before + MODEL_SLACK, f"{page}: Bokeh models grew {counts}"
+
+
 def test_live_chart_labelling_and_learning_in_a_browser(demo: str, browser: Any) -> None:
     try:
         _walk_through(demo, browser)
     except BaseException:
-        _shot(browser, "failure")
+        _save_failure(browser)
         raise
 
 
@@ -205,7 +301,8 @@ def _walk_through(demo: str, browser: Any) -> None:
     first = _until("the live chart shows power", lambda: _latest_chart_ms(browser), 45)
     _until("the live chart updates", lambda: _latest_chart_ms(browser) > first, 30)
     _shot(browser, "1-live")
-    took("live chart updates")
+    _models_stay_bounded(browser, "Live")
+    took("live chart updates, its models stay put")
 
     # 2. The labelling queue: choose a fridge-like switch (about +125 W on leg a) and name it.
     _tab(browser, "Label")
@@ -238,6 +335,7 @@ def _walk_through(demo: str, browser: Any) -> None:
         15,
     )
     assert labelled
+    _models_stay_bounded(browser, "Label")
     _shot(browser, "2-label")
     took(f"label stored for {chosen}")
 
@@ -259,6 +357,7 @@ def _walk_through(demo: str, browser: Any) -> None:
 
     later = _until("the flow predicts the new device for later events", predicted_later, 60, 1)
     assert later
+    _models_stay_bounded(browser, "Events")
     _shot(browser, "3-events")
     took(f"{len(later)} later events predicted {NEW_DEVICE!r}")
 
@@ -284,6 +383,7 @@ def _walk_through(demo: str, browser: Any) -> None:
         20,
     )
     _shot(browser, "5-devices")
+    _models_stay_bounded(browser, "Devices")
     took("devices page")
     _tab(browser, "Unknowns & health")
     _until(
@@ -295,6 +395,7 @@ def _walk_through(demo: str, browser: Any) -> None:
         20,
     )
     _until("its tables fill in", lambda: _visible(browser, ".tabulator-row"), 15)
+    _models_stay_bounded(browser, "Unknowns & health")
     _shot(browser, "6-unknowns-health")
     took("every page shown")
     errors = [

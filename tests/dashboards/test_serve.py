@@ -34,19 +34,19 @@ def _get(url: str) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-def test_serves_the_page_and_notes_its_url_beside_the_file(sample_copy: Path) -> None:
-    con = duckdb.connect(str(sample_copy))
+def test_serves_the_page_and_notes_its_url_beside_the_file(flow_copy: Path) -> None:
+    con = duckdb.connect(str(flow_copy))
     handle = start_dashboard(con, SETTINGS)
     try:
         assert handle.url.startswith("http://127.0.0.1:")
         status, page = _get(handle.url)
         assert status == 200 and "Home energy" in page
-        note = json.loads(sidecar_path(sample_copy).read_text())
+        note = json.loads(sidecar_path(flow_copy).read_text())
         assert note == {"url": handle.url, "pid": os.getpid()}
     finally:
         handle.stop()
         con.close()
-    assert not sidecar_path(sample_copy).exists()
+    assert not sidecar_path(flow_copy).exists()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(handle.url, timeout=5)
 
@@ -57,8 +57,8 @@ def test_refuses_a_public_address_without_a_token() -> None:
         start_dashboard(con, replace(SETTINGS, dashboard_host="0.0.0.0"))
 
 
-def test_a_token_puts_the_page_behind_a_login(sample_copy: Path) -> None:
-    con = duckdb.connect(str(sample_copy))
+def test_a_token_puts_the_page_behind_a_login(flow_copy: Path) -> None:
+    con = duckdb.connect(str(flow_copy))
     handle = start_dashboard(con, replace(SETTINGS, dashboard_token="s3cret"))
     try:
         status, page = _get(handle.url)
@@ -69,8 +69,8 @@ def test_a_token_puts_the_page_behind_a_login(sample_copy: Path) -> None:
         con.close()
 
 
-def test_a_port_in_use_is_refused_plainly(sample_copy: Path) -> None:
-    con = duckdb.connect(str(sample_copy))
+def test_a_port_in_use_is_refused_plainly(flow_copy: Path) -> None:
+    con = duckdb.connect(str(flow_copy))
     first = start_dashboard(con, SETTINGS)
     try:
         with pytest.raises(DashboardRefused, match="--port"):
@@ -81,7 +81,7 @@ def test_a_port_in_use_is_refused_plainly(sample_copy: Path) -> None:
 
 
 def test_dashboard_command_browses_a_file_read_only(
-    sample_copy: Path, capsys: pytest.CaptureFixture[str]
+    flow_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: dict[str, object] = {}
 
@@ -89,10 +89,10 @@ def test_dashboard_command_browses_a_file_read_only(
         seen["status"], _ = _get(handle.url)
         seen["read_only"] = handle.store.read_only
 
-    assert run_dashboard_command(sample_copy, port=0, settings=SETTINGS, wait=visit) == 0
+    assert run_dashboard_command(flow_copy, port=0, settings=SETTINGS, wait=visit) == 0
     assert seen == {"status": 200, "read_only": True}
     assert "read-only" in capsys.readouterr().out
-    assert not sidecar_path(sample_copy).exists()  # a read-only viewer notes nothing
+    assert not sidecar_path(flow_copy).exists()  # a read-only viewer notes nothing
 
 
 def test_dashboard_command_on_a_missing_file_says_what_to_do(
@@ -103,24 +103,24 @@ def test_dashboard_command_on_a_missing_file_says_what_to_do(
 
 
 def test_dashboard_command_names_the_running_flows_url(
-    sample_copy: Path, capsys: pytest.CaptureFixture[str]
+    flow_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
-         "sys.stdin.read()", str(sample_copy)],
+         "sys.stdin.read()", str(flow_copy)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
-        sidecar_path(sample_copy).write_text(
+        sidecar_path(flow_copy).write_text(
             json.dumps({"url": "http://127.0.0.1:5999/", "pid": holder.pid})
         )
-        assert run_dashboard_command(sample_copy, port=0, settings=SETTINGS) == 3
+        assert run_dashboard_command(flow_copy, port=0, settings=SETTINGS) == 3
         err = capsys.readouterr().err
         assert "in use by a running flow" in err and "http://127.0.0.1:5999/" in err
-        sidecar_path(sample_copy).unlink()
-        assert run_dashboard_command(sample_copy, port=0, settings=SETTINGS) == 3
+        sidecar_path(flow_copy).unlink()
+        assert run_dashboard_command(flow_copy, port=0, settings=SETTINGS) == 3
         assert "http://127.0.0.1:5006/ by default" in capsys.readouterr().err
     finally:
         assert holder.stdin is not None

@@ -37,7 +37,7 @@ def test_a_simulated_hour_gives_its_events_keyed_by_home() -> None:
     sim = HouseholdSimulator(SimulatorConfig(seed=4, home_id="casa"))
     chunks = [("casa", ReadingChunk("sim", b)) for b, _ in sim.iter_batches(0.25, 600)]
     out = run(chunks)
-    events = [row for table, row in out if table == "events"]
+    events = [row for table, row in out if table == "events" and not row["provisional"]]
     truth = [e for _, t in sim.iter_batches(0.25, 600) for e in t if abs(e.delta_p_w) >= 50]
     assert events and all(row["home_id"] == "casa" for row in events)
     assert len({row["event_id"] for row in events}) == len(events)

@@ -147,7 +147,8 @@ def test_the_flow_serves_the_retrained_model_behind_the_learner(
     settings = Settings(batch_model_path=str(tmp_path / "{home_id}.batch"))
     rows: list = []
     run_main(get_flow(settings, TestingSource(_chunks(_evening()[0])), TestingSink(rows)))
-    events = sorted((r for t, r in rows if t == "events"), key=lambda r: (r["ts"], r["event_id"]))
+    finals = (r for t, r in rows if t == "events" and not r["provisional"])
+    events = sorted(finals, key=lambda r: (r["ts"], r["event_id"]))
     served = ServedModel(out)
     x = learner_feature_rows([event_from_row(r) for r in events], [r["device"] for r in events])
     # A fresh flow's River models know no label: every confidence is the served model's.

@@ -43,8 +43,14 @@ def make_event(device: str, minute: float, on: bool = True, jitter: float = 0.0)
     )
 
 
-def events_row(rows: list[TableRow]) -> dict:
-    return next(r for t, r in reversed(rows) if t == "events")
+def events_row(rows: list[TableRow], event: Event | None = None) -> dict:
+    """The last events row, or the last one of `event` (a label's rows also carry the events
+    that the updated model answers again)."""
+    return next(
+        r
+        for t, r in reversed(rows)
+        if t == "events" and (event is None or r["event_id"] == event.event_id)
+    )
 
 
 def stream(learner: HomeLearner, n: int, start: float = 0.0) -> list[Event]:
@@ -105,7 +111,7 @@ def test_restart_from_a_snapshot_does_not_learn_a_label_twice() -> None:
     assert label(restored, 1, events[0], "fridge") == []
     assert restored.classifier.n_labels == before == 1
     # A new label is learned once.
-    assert events_row(label(restored, 2, events[2], "heater"))["device"] == "heater"
+    assert events_row(label(restored, 2, events[2], "heater"), events[2])["device"] == "heater"
     assert restored.classifier.n_labels == 2
     probe = make_event("heater", 999, jitter=0.01)
     assert events_row(restored.on_event(probe))["device"] == "heater"
@@ -142,8 +148,9 @@ def test_an_unlabelled_device_is_novel_and_grouped_into_one_cluster() -> None:
     # Naming the cluster labels its events; the next pump event is recognised.
     (cid,) = clusters
     named = learner.on_label(Label(99, "h", CLUSTER_LABEL_PREFIX + cid, "well pump", T0))
-    relabelled = [r for t, r in named if t == "events"]
+    relabelled = [r for t, r in named if t == "events" and r["cluster_id"] == cid]
     assert len(relabelled) == 6 and all(r["device"] == "well pump" for r in relabelled)
+    assert all(r["labelled"] for r in relabelled)
     assert [r["name"] for t, r in named if t == "clusters"] == ["well pump"]
     assert events_row(learner.on_event(make_event("pump", 3000)))["device"] == "well pump"
 
@@ -182,3 +189,87 @@ def test_the_queue_puts_the_most_uncertain_first() -> None:
     queue = learner.uncertainty_queue()
     assert queue[0][0] == make_event("pump", 4000).event_id
     assert [u for _, u in queue] == sorted((u for _, u in queue), reverse=True)
+
+
+def _unlabelled_history(learner: HomeLearner, cycles: int) -> list[Event]:
+    """Fridge and heater cycles that no label explains yet (the first label comes after)."""
+    out = []
+    for i in range(cycles):
+        for k, device in enumerate(["fridge", "heater"]):
+            jitter = 0.01 * ((i * 3 + k) % 5 - 2)
+            out.append(make_event(device, 60 * i + 20 * k, True, jitter))
+            out.append(make_event(device, 60 * i + 20 * k + 7, False, jitter))
+    for e in out:
+        learner.on_event(e)
+    return out
+
+
+def test_a_label_re_predicts_the_history_newest_first_in_bounded_steps() -> None:
+    learner = HomeLearner("h", seed=0, repredict_per_step=6)
+    history = _unlabelled_history(learner, 8)
+    rows = label(learner, 1, history[0], "fridge")
+    second = label(learner, 2, history[2], "heater")
+    rows += second
+    # The second label's step answers the 6 newest events again (and the off events of the runs
+    # they start, which may now take their device), newest first; nothing older.
+    ids = [r["event_id"] for t, r in second if t == "events" and not r["labelled"]]
+    newest = [e.event_id for e in reversed(history)][:6]
+    offs_of_newest = {
+        history[i + 1].event_id
+        for i in range(len(history) - 1)
+        if history[i].event_id in newest and history[i].delta_p_w > 0
+    }
+    assert ids and ids[0] == newest[0]
+    assert set(ids) <= set(newest) | offs_of_newest
+    assert len(learner.stale) == len(history) - 2 - 6
+    # The rest comes with the next events, a step at a time, until the whole history is answered.
+    for i in range(6):
+        rows += learner.on_event(make_event("fridge", 5000 + 60 * i, True, 0.005))
+    final = {r["event_id"]: r for t, r in rows if t == "events"}
+    truth = {e.event_id: ("fridge" if abs(e.delta_p_w) < 200 else "heater") for e in history}
+    assert {k: final[k]["device"] for k in truth} == truth
+    assert all(0.0 < final[k]["confidence"] <= 1.0 for k in truth)
+    # Activations follow their events: each run of the history now has its device.
+    runs = {r["activation_id"]: r for t, r in rows if t == "activations"}
+    on_ids = [e.event_id for e in history if e.delta_p_w > 0]
+    assert {runs[k]["device"] for k in on_ids} == {"fridge", "heater"}
+    assert all(runs[k]["device"] == truth[k] for k in on_ids)
+    assert learner.stale == []
+
+
+def test_re_prediction_never_overwrites_a_confirmed_event() -> None:
+    learner = HomeLearner("h", seed=0)
+    history = _unlabelled_history(learner, 4)
+    # The user calls a heater event "boiler" and a fridge "fridge": a later pass keeps both.
+    label(learner, 1, history[2], "boiler")
+    rows = label(learner, 2, history[0], "fridge")
+    rows += label(learner, 3, history[4], "fridge")
+    mine = [r for t, r in rows if t == "events" and r["event_id"] == history[2].event_id]
+    assert all(r["device"] == "boiler" and r["labelled"] for r in mine)
+
+
+def test_a_named_cluster_gives_its_device_to_its_events_and_its_runs() -> None:
+    learner, _ = trained()
+    rows = []
+    for i in range(4):
+        rows += learner.on_event(make_event("pump", 2000 + 30 * i, True, 0.01 * (i % 3)))
+        rows += learner.on_event(make_event("pump", 2010 + 30 * i, False, 0.01 * (i % 3)))
+    (cid,) = {r["cluster_id"] for t, r in rows if t == "events" and r["cluster_id"]}
+    named = learner.on_label(Label(99, "h", CLUSTER_LABEL_PREFIX + cid, "well pump", T0))
+    runs = [r for t, r in named if t == "activations"]
+    assert len(runs) == 4 and all(r["device"] == "well pump" for r in runs)
+    assert all(r["energy_wh"] > 0 for r in runs)
+
+
+def test_a_correction_replaces_the_old_label_in_the_calibration_and_novelty_memories() -> None:
+    learner = HomeLearner("h", seed=0)
+    history = _unlabelled_history(learner, 3)
+    label(learner, 1, history[0], "freezer")
+    label(learner, 2, history[2], "heater")
+    assert learner.novelty.labelled["freezer"].shape[0] == 1
+    rows = label(learner, 3, history[0], "fridge")
+    assert events_row(rows, history[0])["device"] == "fridge"
+    assert "freezer" not in learner.novelty.labelled
+    assert "freezer" not in learner.calibration.devices
+    probe = make_event("fridge", 9000, jitter=0.01)
+    assert events_row(learner.on_event(probe), probe)["device"] == "fridge"
