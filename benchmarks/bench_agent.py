@@ -101,11 +101,14 @@ def pc_reader(port: int, stop: threading.Event, got: list[int]) -> None:
             got[0] = after
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--transport", choices=("http", "sim"), default="http")
+    parser.add_argument("--quick", action="store_true", help="measure for 30 s, not 10 minutes")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds = min(args.seconds, 30.0)
 
     with tempfile.TemporaryDirectory() as tmp:
         procs: list[subprocess.Popen] = []
@@ -161,7 +164,11 @@ def main() -> None:
         "meets_goals": max(rss) < RSS_GOAL_MB and cpu_pct < CPU_GOAL_PCT,
     }
     print(json.dumps(figures, indent=2))
+    if not figures["meets_goals"]:
+        print(f"goal NOT met: RSS < {RSS_GOAL_MB:g} MB and CPU < {CPU_GOAL_PCT:g} % of a core")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

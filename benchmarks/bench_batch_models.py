@@ -45,7 +45,12 @@ def main() -> None:
     parser.add_argument("--models", default="xgboost,cnn,lstm")
     parser.add_argument("--retrain-hours", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick", action="store_true", help="two simulated days, 10 labels, XGBoost only"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.days, args.budgets, args.models = min(args.days, 2.0), "10", "xgboost"
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
 
@@ -77,7 +82,7 @@ def main() -> None:
             f"retrain every {args.retrain_hours:g} h ({time.perf_counter() - t1:.0f} s)"
         )
         print(format_table(results))
-        serving(stream, windows)
+        serving(stream, windows, 100 if args.quick else 300)
 
 
 def serving(stream: LabelledStream, windows: list[EventWindow], n: int = 300) -> None:

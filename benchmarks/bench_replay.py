@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
-ROOT = Path(__file__).resolve().parents[1]
-NILM = ROOT / ".venv" / "bin" / "nilm"
+# The `nilm` of the virtualenv running this script (make's .venv, or the one a developer uses).
+NILM = Path(sys.executable).with_name("nilm")
 GOAL = 50_000
 
 
@@ -33,7 +33,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--days", type=float, default=7.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="half a simulated day, not a week")
     args = ap.parse_args()
+    if args.quick:
+        args.days = min(args.days, 0.5)
     if not NILM.exists():
         print(f"{NILM} not found: run `make test` or `make demo` first")
         return 1
@@ -66,9 +69,12 @@ def main() -> int:
             print(f"nilm replay failed with exit code {proc.returncode}")
             return proc.returncode
         rate = n_readings / wall
+        # A quick run is too short to judge: the process's start-up (imports, numba) dominates.
         verdict = "met" if rate >= GOAL else "NOT met"
+        if args.quick:
+            verdict = "not judged on a quick run"
         print(f"replay: {n_readings:,} readings in {wall:.1f} s wall ({cpu:.1f} s CPU) = "
-              f"{rate:,.0f} readings/s (goal {GOAL:,}: {verdict})")  # fmt: skip
+              f"{rate:,.0f} readings/s (goal {GOAL:,} on a week: {verdict})")  # fmt: skip
         if proc.stdout.strip():
             print("  nilm replay said:", proc.stdout.strip().splitlines()[-1][:300])
 
@@ -101,6 +107,9 @@ def main() -> int:
         stored = n_db[0] if n_db else 0
         print(f"database: {stored:,} readings, {len(rows)} events; vs truth (±2 s, ramps, >=50 W): "
               f"precision {m.precision:.4f}, recall {m.recall:.4f}")  # fmt: skip
+    if rate < GOAL and not args.quick:
+        print(f"goal NOT met: {rate:,.0f} readings/s is below {GOAL:,}")
+        return 1
     return 0
 
 

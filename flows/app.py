@@ -31,6 +31,7 @@ from flows.sources import (
     SimulatorSource,
     StoppableSource,
     count_rows,
+    stored_labels,
 )
 from nilm.settings import Settings, shard_of
 from nilm.simulator import SimulatorConfig
@@ -67,7 +68,11 @@ def recovery_config(settings: Settings) -> RecoveryConfig:
 
 
 def replay(paths: list[Path], settings: Settings, progress: bool = True) -> ReplaySummary:
-    """Runs recorded readings through the dataflow into `settings.db_path`."""
+    """Runs recorded readings through the dataflow into `settings.db_path`.
+
+    Labels already stored are learned as their events pass, so a replay after labelling
+    recognises what was labelled, and later events by what was learned.
+    """
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise FileNotFoundError(f"no such file: {', '.join(missing)}")
@@ -85,7 +90,8 @@ def replay(paths: list[Path], settings: Settings, progress: bool = True) -> Repl
             written = Counter[str]()
             sink = DuckDBSink(con, written)
             source = FileReplaySource(paths, settings.home_id, on_rows=on_rows)
-            run_main(get_flow(settings, source, sink))
+            labels, _ = stored_labels(con)
+            run_main(get_flow(settings, source, sink, stored_labels=labels))
     finally:
         con.close()
     return ReplaySummary(
@@ -184,9 +190,15 @@ def run_demo(
             if confirm_per_device > 0:
                 user.start()
             source = StoppableSource(simulator, stop)
-            labels = LabelSource(con, settings.label_poll_s, lambda: simulator.done or stop())
+            # The simulated history is made anew each time, so labels from an earlier demo on
+            # this file are learned as their events pass again; the input takes the new ones.
+            earlier, last_label_id = stored_labels(con)
+            labels = LabelSource(
+                con, settings.label_poll_s, lambda: simulator.done or stop(), last_label_id
+            )
             sink = feeding(DuckDBSink(con), publisher)
-            _run_flow(settings, get_flow(settings, source, sink, labels), None)
+            flow = get_flow(settings, source, sink, labels, stored_labels=earlier)
+            _run_flow(settings, flow, None)
         finally:
             user.stop()
             if user.is_alive():

@@ -9,7 +9,7 @@ detector, and homes spread across workers and processes by key.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from bytewax import operators as op
@@ -97,6 +97,17 @@ def _tagged(answer: list[Event | Settlement]) -> list[tuple[str, Event | Settlem
     return [("settle" if isinstance(e, Settlement) else "event", e) for e in answer]
 
 
+def _with_stored_labels(
+    tagged: list[tuple[str, Event | Settlement]], after_event: Mapping[str, Sequence[Label]]
+) -> list[tuple[str, Event | Settlement | Label]]:
+    out: list[tuple[str, Event | Settlement | Label]] = []
+    for kind, value in tagged:
+        out.append((kind, value))
+        if kind == "event":
+            out += [("label", label) for label in after_event.get(value.event_id, ())]
+    return out
+
+
 def _window(windower: PairedWindower, item: WindowsInput) -> list[TableRow]:
     kind, _home, value = item
     windows = windower.on_readings(value) if kind == "readings" else windower.on_events(value)
@@ -112,8 +123,14 @@ def get_flow(
     source: Source[tuple[str, ReadingChunk]],
     sink: Sink[tuple[str, Any]],
     labels: Source[tuple[str, Label]] | None = None,
+    stored_labels: Mapping[str, Sequence[Label]] | None = None,
 ) -> Dataflow:
-    """The whole pipeline from a source of `(home_id, ReadingChunk)` to a sink of table rows."""
+    """The whole pipeline from a source of `(home_id, ReadingChunk)` to a sink of table rows.
+
+    `stored_labels` (by event id) are handed to the learner right after their event, in stream
+    order: a flow that regenerates stored events (a replay) relearns their labels as it goes.
+    """
+    after_event = stored_labels or {}
     flow = Dataflow("nilm")
     chunks = op.input("readings_in", flow, source)
     # (home_id, ReadingChunk)
@@ -146,8 +163,13 @@ def get_flow(
         ),
     )
     # (home_id, [final Event, then provisional Event, then Settlement])
-    events = op.flat_map("events", detected, lambda kv: [(kv[0], t) for t in _tagged(kv[1])])
-    # (home_id, ("event", Event) | ("settle", Settlement))
+    events = op.flat_map(
+        "events",
+        detected,
+        lambda kv: [(kv[0], t) for t in _with_stored_labels(_tagged(kv[1]), after_event)],
+    )
+    # (home_id, ("event", Event) | ("settle", Settlement) | ("label", Label)): a stored label
+    # right after its event
     learner_in = events
     if labels is not None:
         confirmed = op.input("labels_in", flow, labels)

@@ -2,6 +2,7 @@
 
 Readings and rejections are inserted or ignored by their keys; events, activations, alerts and
 clusters are upserted, except that a device a user confirmed is never overwritten by a prediction.
+A confirmation replaces an earlier one (a correction): the learner emits labels in label order.
 
 Events are revisable (`nilm.provisional`): a provisional row is refined by later upserts of the
 same id, never overwrites a final row, and goes when a `Settlement` says it no longer stands.
@@ -37,7 +38,8 @@ _KEYS = {
     "clusters": "cluster_id",
     "event_windows": "event_id",
 }
-# A confirmed label is the truth: a later prediction for the same event must not replace it.
+# A confirmed label is the truth: a later prediction for the same event must not replace it,
+# while a later confirmation (a correction) must.
 _KEEP_WHEN_LABELLED = {"device", "confidence", "labelled"}
 # A label on a provisional event that is replaced goes to the final event within this many
 # seconds, on a common leg, in the same direction (`nilm.provisional.ProvisionalTracker.carry_s`).
@@ -99,7 +101,10 @@ def _upsert(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
         if c == key or (table == "events" and c == "detected_at"):
             continue
         if table == "events" and c in _KEEP_WHEN_LABELLED:
-            updates.append(f"{c} = CASE WHEN events.labelled THEN events.{c} ELSE excluded.{c} END")
+            updates.append(
+                f"{c} = CASE WHEN excluded.labelled THEN excluded.{c} "
+                f"WHEN events.labelled THEN events.{c} ELSE excluded.{c} END"
+            )
         else:
             updates.append(f'"{c}" = excluded."{c}"')
     # One INSERT … SELECT over an Arrow table: executemany ran row by row, 20 ms a row.

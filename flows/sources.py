@@ -42,6 +42,7 @@ __all__ = [
     "StoppableSource",
     "count_rows",
     "read_file_chunks",
+    "stored_labels",
 ]
 
 log = logging.getLogger(__name__)
@@ -340,11 +341,71 @@ class SimulatorSource(FixedPartitionedSource[SourceItem, int]):
         return _SimulatorPartition(self, resume_state)
 
 
+def _label(label_id: int, home_id: str, event_id: str, device: str, created: datetime) -> Label:
+    created = created if created.tzinfo else created.replace(tzinfo=UTC)
+    return Label(int(label_id), home_id, event_id, device, created)
+
+
+def stored_labels(connection: duckdb.DuckDBPyConnection) -> tuple[dict[str, list[Label]], int]:
+    """The labels already in the database, by the event they are to follow, and the last id.
+
+    A flow that regenerates its events (a replay, the demo's simulated history) applies them when
+    their event passes, in stream order, so a replay after labelling gives a recognised history
+    and gives it the same way every time. A label of an event (`event_id`) follows that event; a
+    cluster's name (`cluster:<id>`) follows the event of the label stored just before it, since
+    naming a cluster labels its events first and then the cluster. Labels of events no longer
+    stored are left out: nothing will pass for them.
+
+    Parameters
+    ----------
+    connection
+        The open database.
+
+    Examples
+    --------
+    >>> import duckdb
+    >>> from nilm.schema import SCHEMA_SQL
+    >>> con = duckdb.connect()
+    >>> _ = con.execute(SCHEMA_SQL)
+    >>> _ = con.execute("INSERT INTO events (event_id, home_id, ts, legs, delta_p_w) VALUES "
+    ...                 "('e1', 'h', '2026-01-05 08:00:00+00', 'a', 500)")
+    >>> _ = con.execute("INSERT INTO labels (event_id, device, created_at) VALUES "
+    ...                 "('e1', 'kettle', '2026-01-06 08:00:00+00'), "
+    ...                 "('e1', 'heater', '2026-01-06 09:00:00+00'), "
+    ...                 "('gone', 'oven', '2026-01-06 09:00:00+00')")
+    >>> by_event, last = stored_labels(con)
+    >>> [(x.label_id, x.device) for x in by_event["e1"]], sorted(by_event), last
+    ([(1, 'kettle'), (2, 'heater')], ['e1'], 3)
+    """
+    rows = connection.execute(
+        "SELECT l.label_id, coalesce(l.home_id, e.home_id), l.event_id, l.device, l.created_at "
+        "FROM labels l LEFT JOIN events e USING (event_id) ORDER BY l.label_id"
+    ).fetchall()
+    by_event: dict[str, list[Label]] = {}
+    last_id = 0
+    follows: tuple[str, str] | None = None  # (event_id, home_id) of the last event label
+    for label_id, home_id, event_id, device, created_at in rows:
+        last_id = max(last_id, int(label_id))
+        if event_id.startswith("cluster:"):
+            if follows is not None:
+                by_event[follows[0]].append(_label(label_id, follows[1], event_id, device,
+                                                   created_at))  # fmt: skip
+            continue
+        if home_id is None:
+            follows = None
+            continue
+        by_event.setdefault(event_id, []).append(
+            _label(label_id, home_id, event_id, device, created_at)
+        )
+        follows = (event_id, home_id)
+    return by_event, last_id
+
+
 class _LabelPartition(StatefulSourcePartition[tuple[str, Label], int]):
     def __init__(self, source: LabelSource, resume: int | None) -> None:
         self.source = source
         self.cursor = source.connection.cursor()
-        self.last_label_id = resume if resume is not None else 0
+        self.last_label_id = resume if resume is not None else source.after_label_id
 
     def next_batch(self) -> list[tuple[str, Label]]:
         if self.source.finished is not None and self.source.finished():
@@ -363,8 +424,7 @@ class _LabelPartition(StatefulSourcePartition[tuple[str, Label], int]):
                     "label %s names event %s, which is not stored: skipped", label_id, event_id
                 )
                 continue
-            created = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
-            labels.append((home_id, Label(int(label_id), home_id, event_id, device, created)))
+            labels.append((home_id, _label(label_id, home_id, event_id, device, created_at)))
         return labels
 
     def next_awake(self) -> datetime:
@@ -382,6 +442,8 @@ class LabelSource(FixedPartitionedSource[tuple[str, Label], int]):
 
     The snapshot is the last `label_id` passed on, so each label reaches the models once.
     `finished`, when given, ends the input once it returns True (a demo of a set length).
+    Without a snapshot it starts after `after_label_id`: the labels up to it are applied as their
+    events pass (`stored_labels`).
     """
 
     def __init__(
@@ -389,10 +451,12 @@ class LabelSource(FixedPartitionedSource[tuple[str, Label], int]):
         connection: duckdb.DuckDBPyConnection,
         poll_s: float = 1.0,
         finished: Callable[[], bool] | None = None,
+        after_label_id: int = 0,
     ) -> None:
         self.connection = connection
         self.poll_s = poll_s
         self.finished = finished
+        self.after_label_id = after_label_id
 
     def list_parts(self) -> list[str]:
         return ["labels"]

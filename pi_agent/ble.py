@@ -7,18 +7,29 @@ the response length from `rx_ctl` (0 while no response is ready), then read `dat
 frame is complete. The server hands out MTU − 2 bytes per read on purpose, one byte short of a
 full ATT read, so that no stack starts a "long read": the client reassembles.
 
-Why not `aioshelly.rpc_device.blerpc`: it reads `data` once and expects the whole frame in that
-one read, which a response of more than MTU − 2 bytes (an `EM.GetStatus` frame is ~500 bytes)
-never is from this server; it has no answer to the quirks below, opens a new connection per device
-object rather than keeping one alive with backoff, and it pulls `bleak-retry-connector`,
-`habluetooth`, `orjson`, `yarl` and more onto a 512 MB Pi Zero. The protocol is small enough to
-own, and owning it lets the tests below run it against a byte-exact fake peer.
+Why not `aioshelly.rpc_device.blerpc` (its `BleRPC`, as of aioshelly 13.x): it is a sound client
+for Home Assistant, and it does read `data` in a loop and poll `rx_ctl` while it reads 0. What
+it does not fit is a Pi Zero 2W that must keep a 1 Hz beat for months:
+- It trusts `rx_ctl`'s length: a short length cuts the frame there and the call fails on bad
+  JSON; a frame left from an abandoned call or a notification queued ahead of the answer fails
+  the call with an id mismatch instead of being skipped. Each such failure is a lost reading.
+  This client checks JSON completeness and skips frames of other ids (the quirks below).
+- A dropped link is the caller's to rebuild, and its connect (bleak-retry-connector's
+  `establish_connection`) blocks while it retries. This transport rebuilds the link in the
+  background so the poller keeps its beat, backs off with jitter, and retries
+  `le-connection-abort-by-local` (the Pi's radio is shared with WiFi) at once.
+- Installing it brings `aiohttp`, `bleak-retry-connector`, `habluetooth`, `bluetooth-data-tools`,
+  `orjson`, `yarl` and `zeroconf` onto a 512 MB Pi whose agent otherwise needs bleak alone.
+The protocol is small enough to own, and owning it lets the tests run it against a byte-exact
+fake of the device's `rpc-gatts` server (`tests/pi_agent/fake_gatt.py`).
 
 Quirks handled (each has a test in `tests/pi_agent/test_ble.py`):
 - `rx_ctl` reads 0 (or nothing) for a while after the request: poll it.
 - `data` reads come back empty before the frame is ready: poll again, a bounded number of times.
 - `rx_ctl` holds a corrupt length while the bytes read so far parse as one complete JSON frame
-  with our id: take the frame; trust JSON completeness over the length.
+  with our id: take the frame; trust JSON completeness over the length. A length that is too
+  short is checked against the whole buffer in the very read that crosses it, because the next
+  read may already bring the bytes of a frame queued behind.
 - A response to an earlier, abandoned call is still queued: its id does not match; drop it and
   read the next frame.
 - BlueZ's stale service cache (the Shelly's firmware changed its GATT table): the RPC
@@ -250,10 +261,12 @@ class ShellyBleRpc:
                 frame = _frame(buf[:expected])
                 if frame is not None:
                     return frame
-                # The length lied (too short): keep reading until the JSON completes.
+                # The length lied (too short). The chunk that crossed it may have completed the
+                # frame, so check the whole buffer now, in this same read: the next read would
+                # append whatever frame is queued behind this one and the buffer never parse.
                 self.stats.corrupt_lengths += 1
                 expected = None
-            elif expected is None or chunk.endswith(b"}"):
+            if expected is None or chunk.endswith(b"}"):
                 frame = _frame(buf)
                 if frame is not None:
                     if expected is not None:

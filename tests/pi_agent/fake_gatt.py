@@ -80,6 +80,9 @@ class FakeShellyPeer:
                 else:
                     self.outbox.append(response.encode())
                     self._promote()
+                if self.world.queued_after_response is not None:
+                    self.outbox.append(self.world.queued_after_response)
+                    self._promote()
         else:
             raise BleakGATTProtocolError(REQUEST_NOT_SUPPORTED)
 
@@ -124,6 +127,7 @@ class FakeWorld:
     empty_data_reads: int = 0
     corrupt_length: Callable[[int], bytes] | None = None
     queued_on_connect: list[bytes] = field(default_factory=list)
+    queued_after_response: bytes | None = None  # a frame the device sends after each answer
     abort_connects: int = 0  # le-connection-abort-by-local this many times
     fail_connects: int = 0  # plain connection failures this many times
     stale_cache: bool = False  # RPC characteristics missing until the cache is cleared

@@ -306,3 +306,50 @@ def test_agent_polls_through_a_dropped_link_and_keeps_its_beat(
     assert world.connects == 2 and t.counters.disconnects == 1
     assert stats.missed >= 2 and stats.gaps >= 1  # the failed call and the reconnecting poll
     assert stats.readings == len(rows)
+
+
+def padded_to_end_at(shelly: SimShelly, mtu: int, tail: int) -> Any:
+    """A handler whose every frame ends `tail` bytes into its last `data` read."""
+    per_read = mtu - 2
+
+    def handler(request: dict[str, Any]) -> dict[str, Any]:
+        response = {**shelly.rpc(request), "pad": ""}
+        size = len(json.dumps(response, separators=(",", ":")))
+        response["pad"] = "x" * ((tail - size) % per_read)
+        return response
+
+    return handler
+
+
+@pytest.mark.parametrize(("mtu", "short_by"), [(23, 1), (247, 30)])
+def test_short_rx_ctl_length_with_a_frame_queued_behind_loses_no_poll(
+    shelly: SimShelly, mtu: int, short_by: int
+) -> None:
+    # The device queues a notification behind every answer, and rx_ctl under-reports every
+    # frame's length. Each alignment of a frame's end against the reads is tried: where the read
+    # that crosses the short length is also the frame's last, the next read brings the queued
+    # frame's bytes, so the frame must be taken in that same read.
+    notification = json.dumps(
+        {"src": "shellypro3em-sim", "dst": "nilm-pi-agent", "method": "NotifyStatus",
+         "params": {"ts": 1767571800.0, "em:0": {"id": 0, "a_act_power": 212.4}}},
+        separators=(",", ":"),
+    ).encode()  # fmt: skip
+    assert len(notification) > short_by
+    polls = 3
+    for tail in range(1, mtu - 1):
+        world = world_for(
+            shelly, mtu, corrupt_length=lambda n: LEN.pack(n - short_by),
+            queued_after_response=notification,
+        )  # fmt: skip
+        world.handler = padded_to_end_at(shelly, mtu, tail)
+        t = transport(world)
+
+        async def go(t: BleTransport = t) -> list[Any]:
+            await t.connect()
+            return [await t.em_status(AT) for _ in range(polls)]
+
+        results = asyncio.run(go())
+        assert results == [shelly.status_at(AT)] * polls, tail
+        assert world.connects == 1 and t.counters.failed_calls == 0, tail
+        assert t.counters.stale_frames == polls - 1  # each queued notification was skipped
+        assert t.counters.corrupt_lengths >= polls
