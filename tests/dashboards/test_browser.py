@@ -156,7 +156,7 @@ def demo(tmp_path: Path, watchdog: Watchdog) -> Iterator[str]:
     log = (tmp_path / "demo.log").open("w")
     proc = subprocess.Popen(
         [*command, "demo", "--port", str(port), "--db", str(tmp_path / "demo.duckdb"),
-         "--backfill-days", "0.5", "--speed", "300"],
+         "--backfill-days", "0.5", "--speed", "300", "--confirm-per-device", "0"],
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     watchdog.guard(proc.pid)
@@ -304,13 +304,16 @@ def _walk_through(demo: str, browser: Any) -> None:
     _models_stay_bounded(browser, "Live")
     took("live chart updates, its models stay put")
 
-    # 2. The labelling queue: choose a fridge-like switch (about +125 W on leg a) and name it.
+    # 2. The labelling queue: choose a fridge-like switch (about +95 W on leg a) and name it.
+    # The demo's simulated user confirms nothing here, so the fridge, which switches every half
+    # hour, is in the queue and comes again after the label.
     _tab(browser, "Label")
-    rows = _until("the labelling queue fills", lambda: _queue_rows(browser)[:10], 30)
-    pick = next(
-        (i for i, r in enumerate(rows) if r["legs"] == "a" and 100 <= r["delta_p_w"] <= 170),
-        0,
-    )
+    rows = _until("the labelling queue fills", lambda: _queue_rows(browser)[:20], 30)
+    fridge_like = [
+        i for i, r in enumerate(rows) if r["legs"] == "a" and 60 <= r["delta_p_w"] <= 170
+    ]
+    assert fridge_like, f"no fridge-like switch among the queue's first rows: {rows}"
+    pick = fridge_like[0]
     chosen = rows[pick]
     table_rows = _until("the queue's rows render", lambda: _visible(browser, ".tabulator-row"), 15)
     _click(browser, table_rows[pick])
