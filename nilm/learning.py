@@ -251,13 +251,7 @@ class HomeLearner:
             # At-least-once delivery: an event seen before is answered as before, not relearned.
             return [self.recent[event.event_id].row()]
         self.n_events += 1
-        sig = signature_of(event, self.utc_offset_s)
-        closes = self.pairer.match(event, None)
-        if closes is not None:
-            hours = (event.ts - closes.start_ts).total_seconds() / 3600.0
-            sig = sig.with_run(hours * 3600.0, hours * (closes.power_w - event.delta_p_w) / 2.0)
-        x = features(sig)
-        closes_id = closes.on_event_id if closes is not None else None
+        sig, x, closes_id = self._features(event)
         device, confidence, score = self._answer(event, x, closes_id)
         self.novelty.learn_one(x)
         rows: list[TableRow] = []
@@ -392,19 +386,25 @@ class HomeLearner:
         calibrated = self.calibration.predict_proba_one(weighted(x))
         return calibrated.get(device, proba[device]) if calibrated else proba[device]
 
+    def _features(self, event: Event) -> tuple[Signature, dict[str, float], str | None]:
+        """The event's signature and features, with its run's length and energy when it closes
+        an open run, and the id of that run's on event (None when it closes none); changes
+        nothing."""
+        sig = signature_of(event, self.utc_offset_s)
+        closes = self.pairer.match(event, None)
+        if closes is None:
+            return sig, features(sig), None
+        hours = (event.ts - closes.start_ts).total_seconds() / 3600.0
+        sig = sig.with_run(hours * 3600.0, hours * (closes.power_w - event.delta_p_w) / 2.0)
+        return sig, features(sig), closes.on_event_id
+
     def _provisional_rows(self, event: Event) -> list[TableRow]:
         """A provisional event (`nilm.provisional`): its device as the models see it now.
 
         Nothing is learned, paired, clustered or counted: the final event does all of that,
         once, so a provisional event that is refined, replaced or retracted leaves no trace.
         """
-        sig = signature_of(event, self.utc_offset_s)
-        closes = self.pairer.match(event, None)
-        if closes is not None:
-            hours = (event.ts - closes.start_ts).total_seconds() / 3600.0
-            sig = sig.with_run(hours * 3600.0, hours * (closes.power_w - event.delta_p_w) / 2.0)
-        x = features(sig)
-        closes_id = closes.on_event_id if closes is not None else None
+        _sig, x, closes_id = self._features(event)
         device, confidence, score = self._answer(event, x, closes_id)
         uncertainty = 1.0 - confidence * (1.0 - score.novelty)
         self.provisional_ids[event.event_id] = None
