@@ -211,15 +211,8 @@ SELECT device, event_id AS anchor_event_id FROM (
 ) WHERE k = 1 ORDER BY device
 """
 
-# The open runs of `nilm.now.OPEN_ACTIVATIONS_SQL`, each named by its on event's latest label when
-# it has one (a rename relabels events; a run the learner no longer holds keeps its old name).
-OPEN_RUNS_SQL = f"""
-SELECT r.* REPLACE (coalesce(l.confirmed, r.device) AS device)
-FROM ({OPEN_ACTIVATIONS_SQL}) r LEFT JOIN (
-    SELECT event_id, arg_max(device, label_id) AS confirmed FROM labels GROUP BY event_id
-) l ON l.event_id = r.on_event_id
-ORDER BY r.start_ts, r.activation_id
-"""
+# The open runs, named by their on event's latest label when they have one: the Live page's list.
+OPEN_RUNS_SQL = OPEN_ACTIVATIONS_SQL
 
 # Energy of finished runs per device (Wh): a run belongs to the device its on event is labelled
 # (the label is the truth), else to the device it was paired as.

@@ -19,12 +19,19 @@ __all__ = ["OPEN_ACTIVATIONS_SQL", "UNKNOWN_DEVICE", "NowSnapshot", "RunningDevi
 UNKNOWN_DEVICE = "(unknown)"
 
 # Runs of a home that are open now: started, not closed, not given up. `$home_id` is bound by the
-# caller; the on event's cluster says which unknown group an unrecognised run belongs to.
+# caller; a run is the device its on event was last confirmed as (a label is the truth), else
+# the one it was paired as, and the on event's cluster says which unknown group an unrecognised
+# run belongs to. The Live page and Home Assistant both read it, so they show the same list.
 OPEN_ACTIVATIONS_SQL = """
-SELECT a.activation_id, a.device, a.legs, a.start_ts, a.power_w, a.on_event_id, e.cluster_id
-FROM activations a LEFT JOIN events e ON e.event_id = a.on_event_id
+SELECT a.activation_id, coalesce(l.confirmed, a.device) AS device, a.legs, a.start_ts,
+       a.power_w, a.on_event_id, e.cluster_id
+FROM activations a
+LEFT JOIN events e ON e.event_id = a.on_event_id
+LEFT JOIN (
+    SELECT event_id, arg_max(device, label_id) AS confirmed FROM labels GROUP BY event_id
+) l ON l.event_id = a.on_event_id
 WHERE a.home_id = $home_id AND a.end_ts IS NULL AND NOT coalesce(a.abandoned, FALSE)
-ORDER BY a.start_ts
+ORDER BY a.start_ts, a.activation_id
 """
 
 
