@@ -513,16 +513,27 @@ class LegSegmenter:
         switch leaves the load at its new level, a load wandering comes back."""
         cfg = self.config
         name = f"{self.leg}_p"
-        before = _median(buf.window(name, self._wander_from(group, buf), group.first))
+        before_w = buf.window(name, self._wander_from(group, buf), group.first)
+        before = _median(before_w)
         after_w = buf.window(name, group.last, self._wander_to(group, buf))
         # up to the next switch that no wander makes (a heater switching on 4 s later)
         start = _median(after_w[: cfg.after_samples])
         big = np.flatnonzero(np.abs(after_w - start) >= cfg.wander_cap_w)
         after = _median(after_w[: big[0]] if big.size else after_w)
         moved = after - before
-        return (moved > 0) == (group.delta_w > 0) and abs(moved) >= max(
-            cfg.min_event_w, fraction * abs(group.delta_w)
-        )
+        up = group.delta_w > 0
+        least = max(cfg.min_event_w, fraction * abs(group.delta_w))
+        if (moved > 0) == up and abs(moved) >= least:
+            return True
+        # Wander comes back within the range it wandered over; a switch right after the load
+        # wandered the other way (a fridge stopping just after the TV brightened) leaves that
+        # range by a switch's worth even when the window's median lags behind.
+        finite = before_w[np.isfinite(before_w)]
+        if finite.size < cfg.wander_lag + 2 or not math.isfinite(after):
+            return False
+        edge = float(np.quantile(finite, 0.9 if up else 0.1))
+        beyond = after - edge if up else edge - after
+        return beyond >= cfg.min_event_w
 
     def _wander_from(self, group: _Group, buf: SampleBuffer) -> int:
         """Where the window before a step begins: `wander_before_s` back, at most
