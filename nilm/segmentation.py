@@ -568,7 +568,11 @@ class LegSegmenter:
         if w.size < 2:
             return False
         fall = float(w[0] - w[-1])
-        return fall >= self.config.min_event_w / 3.0 and float(w[-1]) <= float(w[:-1].min()) + 2.0
+        if fall < self.config.min_event_w / 3.0 or float(w[-1]) > float(w[:-1].min()) + 2.0:
+            return False
+        # an inrush peaks where the step ends and only falls after it; a load that holds or
+        # climbs for seconds and then drops (a washer's heating pulse) switched twice
+        return float(w[0]) >= float(w.max()) - max(2.0, 0.1 * fall)
 
     def _moving(self, group: _Group, until: int, buf: SampleBuffer, wandering: bool) -> bool:
         """Whether the power keeps moving in the group's direction from its end to `until` (by
