@@ -290,6 +290,7 @@ class _Group:
     n_cps: int
     delta_w: float
     rise_last: int = -1  # the last change point of the rise, before any decay joined
+    decayed: bool = False  # whether an inrush's decay has joined it
 
     def __post_init__(self) -> None:
         if self.rise_last < 0:
@@ -418,6 +419,10 @@ class LegSegmenter:
                     decay = decaying and g2.delta_w < 0 and after - before >= cfg.min_event_w
                     if not (same or small or back or decay):
                         break
+                    # a ramp climbs without falling back: a rise after an inrush has decayed
+                    # is the next switch (a water heater starting while a heat pump settles)
+                    if same and not small and (group.decayed or decaying):
+                        break
                     rise_last = g2.last if same else group.rise_last
                     group = _Group(
                         group.first,
@@ -426,6 +431,7 @@ class LegSegmenter:
                         group.n_cps + g2.n_cps,
                         after - before,
                         rise_last,
+                        group.decayed or (decay and not small),
                     )
                     nxt = nxt2
                     continue
