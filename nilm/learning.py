@@ -3,8 +3,9 @@
 `HomeLearner` is what the dataflow keeps in its state for each home (Bytewax pickles it into
 its snapshots, so everything here pickles and is deterministic for a seed). It answers every
 event and every label with rows for the DuckDB tables (`TableRow`), so the flow stays a thin
-shell. Per event: signature, on/off pairing, classification by the best of several River
-classifiers (prequential selection on the labels), novelty, clustering of the unexplained, and
+shell. Per event: signature, on/off pairing, classification (by default the calibrated kernel
+nearest-neighbour; given several candidates, the best by prequential selection on the labels),
+novelty, clustering of the unexplained, and
 device health; per label: learn it once and re-emit the event as confirmed.
 """
 
