@@ -5,7 +5,8 @@ its snapshots, so everything here pickles and is deterministic for a seed). It a
 event and every label with rows for the DuckDB tables (`TableRow`), so the flow stays a thin
 shell. Per event: signature, on/off pairing, classification (by default the calibrated kernel
 nearest-neighbour; given several candidates, the best by prequential selection on the labels),
-novelty, clustering of the unexplained, and device health; per label: learn it once and re-emit the event as confirmed.
+novelty, clustering of the unexplained, and device health; per label: learn it once and re-emit
+the event as confirmed.
 """
 
 from __future__ import annotations
