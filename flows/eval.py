@@ -45,8 +45,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The online pipeline as the flow runs it: prequential selection among these candidates.
-DEFAULT_MODELS = ("knn", "knn1", "hoeffding")
+# The online pipeline as the flow runs it (`HomeLearner`'s default): the calibrated kernel
+# nearest-neighbour; `--models` compares the others.
+DEFAULT_MODELS = ("kernel",)
 
 
 def model_names() -> list[str]:

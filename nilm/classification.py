@@ -117,14 +117,16 @@ def _accepts_weight(model: Any) -> bool:
 
 # Feature weights for distance: log10 power counts most (0.05, about 12 %, tells a 4.5 kW water
 # heater from a 5 kW dryer), shape ratios count as they are, and time of day only breaks ties.
+# A device is wired to its legs, so another leg set weighs as much as a 3.7-fold power step
+# (at 3 it weighed 1.4-fold, and a fridge on leg a was taken for a PC of its size on leg b).
 FEATURE_WEIGHTS = {
     "on": 3.0,
     "log_p": 30.0,
     "q_ratio": 3.0,
     "pf_step": 2.0,
-    "leg_a": 3.0,
-    "leg_b": 3.0,
-    "leg_ab": 3.0,
+    "leg_a": 12.0,
+    "leg_b": 12.0,
+    "leg_ab": 12.0,
     "inrush": 1.0,
     "ramp": 1.0,
     "settle": 0.5,
