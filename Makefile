@@ -51,8 +51,10 @@ broker-deps:
 	  fi; \
 	fi
 
+# PYTEST_ARGS passes options on, e.g. `make test PYTEST_ARGS="-n 2"` to spread the tests over two
+# processes (pytest-xdist; the tests share no port, file or folder).
 pytest: $(STAMP_DEV) browser-deps broker-deps
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

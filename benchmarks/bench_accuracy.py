@@ -62,7 +62,14 @@ NILMTK_REQUIREMENT = "nilmtk-s14pe==0.4.0.dev2"
 FIXTURE = REPO / "tests" / "fixtures" / "antgen" / "t1_short.antgen.npz"
 SIM_SEEDS = (1, 2, 3)
 SIM_DAYS = 3.0
-HOUSEHOLDS = ("h1_couple", "h2_family", "h3_retirees", "h4_flatshare")
+HOUSEHOLDS = (
+    "h1_couple",
+    "h2_family",
+    "h3_retirees",
+    "h4_flatshare",
+    "h5_nightshift",
+    "h6_pair",
+)
 
 GOALS_HELD_OUT: dict[str, tuple[str, float]] = {
     "event_f1": (">=", 0.95),

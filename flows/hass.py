@@ -217,6 +217,18 @@ class HassPublisher:
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> HassPublisher:
         """Connects in the background and starts publishing; returns at once."""
+        # Where alerts start: now, before the broker is reached, so that none raised while it
+        # is away are taken for history. Taken here, not in the thread: an alert written
+        # between `start()` and the thread's first read was taken for history, and lost.
+        cursor = self.connection.cursor()
+        try:
+            for home_id in self.home_ids:
+                try:
+                    self._alert_pos[home_id] = self._last_alert(cursor, home_id)
+                except duckdb.Error as err:
+                    log.warning("Home Assistant publisher: no alert position yet: %s", err)
+        finally:
+            cursor.close()
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         self.client.loop_start()
         self._worker.start()
@@ -247,13 +259,6 @@ class HassPublisher:
     def _run(self) -> None:
         cursor = self.connection.cursor()
         try:
-            # Where alerts start: now, before the broker is reached, so that none raised while
-            # it is away are taken for history.
-            for home_id in self.home_ids:
-                try:
-                    self._alert_pos[home_id] = self._last_alert(cursor, home_id)
-                except duckdb.Error as err:
-                    log.warning("Home Assistant publisher: no alert position yet: %s", err)
             next_due: float | None = None
             while not self._stopping.is_set():
                 timeout = self.idle_s

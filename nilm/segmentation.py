@@ -290,6 +290,7 @@ class _Group:
     n_cps: int
     delta_w: float
     rise_last: int = -1  # the last change point of the rise, before any decay joined
+    decayed: bool = False  # whether an inrush's decay has joined it
 
     def __post_init__(self) -> None:
         if self.rise_last < 0:
@@ -418,6 +419,10 @@ class LegSegmenter:
                     decay = decaying and g2.delta_w < 0 and after - before >= cfg.min_event_w
                     if not (same or small or back or decay):
                         break
+                    # a ramp climbs without falling back: a rise after an inrush has decayed
+                    # is the next switch (a water heater starting while a heat pump settles)
+                    if same and not small and (group.decayed or decaying):
+                        break
                     rise_last = g2.last if same else group.rise_last
                     group = _Group(
                         group.first,
@@ -426,6 +431,7 @@ class LegSegmenter:
                         group.n_cps + g2.n_cps,
                         after - before,
                         rise_last,
+                        group.decayed or (decay and not small),
                     )
                     nxt = nxt2
                     continue
@@ -513,16 +519,27 @@ class LegSegmenter:
         switch leaves the load at its new level, a load wandering comes back."""
         cfg = self.config
         name = f"{self.leg}_p"
-        before = _median(buf.window(name, self._wander_from(group, buf), group.first))
+        before_w = buf.window(name, self._wander_from(group, buf), group.first)
+        before = _median(before_w)
         after_w = buf.window(name, group.last, self._wander_to(group, buf))
         # up to the next switch that no wander makes (a heater switching on 4 s later)
         start = _median(after_w[: cfg.after_samples])
         big = np.flatnonzero(np.abs(after_w - start) >= cfg.wander_cap_w)
         after = _median(after_w[: big[0]] if big.size else after_w)
         moved = after - before
-        return (moved > 0) == (group.delta_w > 0) and abs(moved) >= max(
-            cfg.min_event_w, fraction * abs(group.delta_w)
-        )
+        up = group.delta_w > 0
+        least = max(cfg.min_event_w, fraction * abs(group.delta_w))
+        if (moved > 0) == up and abs(moved) >= least:
+            return True
+        # Wander comes back within the range it wandered over; a switch right after the load
+        # wandered the other way (a fridge stopping just after the TV brightened) leaves that
+        # range by a switch's worth even when the window's median lags behind.
+        finite = before_w[np.isfinite(before_w)]
+        if finite.size < cfg.wander_lag + 2 or not math.isfinite(after):
+            return False
+        edge = float(np.quantile(finite, 0.9 if up else 0.1))
+        beyond = after - edge if up else edge - after
+        return beyond >= cfg.min_event_w
 
     def _wander_from(self, group: _Group, buf: SampleBuffer) -> int:
         """Where the window before a step begins: `wander_before_s` back, at most
@@ -557,7 +574,11 @@ class LegSegmenter:
         if w.size < 2:
             return False
         fall = float(w[0] - w[-1])
-        return fall >= self.config.min_event_w / 3.0 and float(w[-1]) <= float(w[:-1].min()) + 2.0
+        if fall < self.config.min_event_w / 3.0 or float(w[-1]) > float(w[:-1].min()) + 2.0:
+            return False
+        # an inrush peaks where the step ends and only falls after it; a load that holds or
+        # climbs for seconds and then drops (a washer's heating pulse) switched twice
+        return float(w[0]) >= float(w.max()) - max(2.0, 0.1 * fall)
 
     def _moving(self, group: _Group, until: int, buf: SampleBuffer, wandering: bool) -> bool:
         """Whether the power keeps moving in the group's direction from its end to `until` (by

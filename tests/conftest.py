@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real recordings are, and small simulated households.
+"""Shared fixtures: where the real recordings are, and one database written by the demo's flow.
 
 Under CI (`CI=true`, as `.ci/run` runs) every skip is a failure: CI installs everything the
 tests need (the dev extra, chromium, `shared/` beside the checkout), so a test that would skip
@@ -35,6 +35,38 @@ def pytest_runtest_makereport(
         report.longrepr = (
             f"skipped under CI, where everything the tests need is installed: {reason}"
         )
+
+
+# `demo_db`: `nilm demo`'s own path (`flows.app.run_demo`, no dashboard) over the simulated
+# household with seed `DEMO_SEED`: `DEMO_HISTORY_DAYS` of history, after which the demo's user
+# confirms `DEMO_CONFIRM_PER_DEVICE` events of each device, then `DEMO_LIVE_DAYS` live at
+# `DEMO_SPEED`x while the flow learns those labels.
+DEMO_SEED = 2
+DEMO_HISTORY_DAYS = 0.5
+DEMO_LIVE_DAYS = 3 / 24
+DEMO_SPEED = 900.0
+DEMO_CONFIRM_PER_DEVICE = 2
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The database the demo's flow wrote, made once per session (it takes a real-time live
+    part); tests read it read-only or copy it."""
+    from flows.app import run_demo
+    from nilm.settings import Settings
+
+    path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    code = run_demo(
+        Settings(db_path=str(path), home_id="home", label_poll_s=0.2),
+        days=DEMO_HISTORY_DAYS + DEMO_LIVE_DAYS,
+        backfill_days=DEMO_HISTORY_DAYS,
+        speed=DEMO_SPEED,
+        seed=DEMO_SEED,
+        serve=False,
+        confirm_per_device=DEMO_CONFIRM_PER_DEVICE,
+    )
+    assert code == 0
+    return path
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
 """Shared fixtures: databases written by the real flow, as the dashboard meets them.
 
-`flow_file` runs the demo's own path once per test session (`flows.app.run_demo` without a
-dashboard): half a day of the simulated household streamed through the dataflow into DuckDB,
-then a simulated user confirms two events of each device and the flow, still running, learns
-them for the next simulated hour. So the pages are tested on the columns and values the flow
-writes, not on invented rows.
+`flow_file` is the session's `demo_db` (tests/conftest.py): the demo's own path, once per test
+session, without a dashboard: half a day of the simulated household streamed through the
+dataflow into DuckDB, then a simulated user confirms two events of each device and the flow,
+still running, learns them for the next simulated hours. So the pages are tested on the columns
+and values the flow writes, not on invented rows.
 """
 
 from __future__ import annotations
@@ -19,36 +19,15 @@ import pytest
 
 from dashboards.store import DataStore
 from nilm.schema import SCHEMA_SQL
-from nilm.settings import Settings
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 FIXED_NOW = datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
-FLOW_SEED = 2
-HISTORY_DAYS = 0.5
-# Simulated after the history, at `FLOW_SPEED`x: the user's labels are learned meanwhile.
-LIVE_DAYS = 3 / 24
-FLOW_SPEED = 900.0
-CONFIRM_PER_DEVICE = 2
 
 
 @pytest.fixture(scope="session")
-def flow_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def flow_file(demo_db: Path) -> Path:
     """The database the real flow wrote (see the module's docstring); tests copy or read it."""
-    from flows.app import run_demo
-
-    path = tmp_path_factory.mktemp("flow") / "flow.duckdb"
-    settings = Settings(db_path=str(path), home_id="home", label_poll_s=0.2)
-    code = run_demo(
-        settings,
-        days=HISTORY_DAYS + LIVE_DAYS,
-        backfill_days=HISTORY_DAYS,
-        speed=FLOW_SPEED,
-        seed=FLOW_SEED,
-        serve=False,
-        confirm_per_device=CONFIRM_PER_DEVICE,
-    )
-    assert code == 0
-    return path
+    return demo_db
 
 
 @pytest.fixture(scope="session")

@@ -56,10 +56,16 @@ class Mosquitto:
     def __init__(self, workdir: Path, port: int | None = None, binary: str | None = None) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # Mosquitto cannot bind port 0 and say which it got: a port is picked here, and picked
+        # again if another process took it before the broker bound it (see `start`).
+        self.picked_port = port is None
         self.port = port or free_port()
         self.binary = binary or mosquitto_binary() or "mosquitto"
         self.process: subprocess.Popen[bytes] | None = None
         self.config = self.workdir / "mosquitto.conf"
+        self._write_config()
+
+    def _write_config(self) -> None:
         # Started as root, mosquitto drops to its own user, which cannot write here.
         as_root = "user root\n" if os.geteuid() == 0 else ""
         self.config.write_text(
@@ -77,20 +83,36 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> Mosquitto:
-        log = (self.workdir / "mosquitto.log").open("ab")
-        self.process = subprocess.Popen(
-            [self.binary, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        wait_until(self._accepts, timeout_s, f"mosquitto to listen on port {self.port}")
-        return self
+        log_path = self.workdir / "mosquitto.log"
+        for attempt in range(3):
+            offset = log_path.stat().st_size if log_path.exists() else 0
+            with log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [self.binary, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+                )
+            try:
+                wait_until(
+                    lambda offset=offset: self._running(offset),
+                    timeout_s,
+                    f"mosquitto to listen on port {self.port}",
+                )
+                return self
+            except RuntimeError:
+                said = log_path.read_bytes()[offset:].decode(errors="replace")
+                if not (self.picked_port and "in use" in said and attempt < 2):
+                    raise
+                self.port = free_port()
+                self._write_config()
+        raise AssertionError("unreachable")
 
-    def _accepts(self) -> bool:
+    def _running(self, log_offset: int) -> bool:
+        """Whether this broker is up: it says so in its log (a port that accepts connections
+        might be another process's, which took the port first) and accepts connections."""
+        said = (self.workdir / "mosquitto.log").read_bytes()[log_offset:].decode(errors="replace")
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(
-                f"mosquitto exited with {self.process.returncode}: "
-                + (self.workdir / "mosquitto.log").read_text(errors="replace")[-2000:]
-            )
+            raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {said[-2000:]}")
+        if " running" not in said:
+            return False
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return True

@@ -4,8 +4,9 @@ Three simulated hours at high speed. At seeded random moments the agent and `nil
 killed with SIGKILL and restarted, and the link between them goes dark for a few seconds (a
 loopback proxy refuses connections and cuts the open ones). Afterwards the `readings` table must
 equal the simulator's hours exactly: every second once, with its exact values and its seq; and
-every other table must equal what an uncrashed `nilm run` wrote from the same agent: not one row
-missing, extra or different.
+every other table must equal what an uncrashed `nilm run` wrote from the same readings (a copy of
+the finished spool, served by an agent of its own, read while the crashed run finishes): not one
+row missing, extra or different.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -29,7 +31,7 @@ import pytest
 
 from nilm.records import READING_COLUMNS, to_epoch_us
 from nilm.simulator import HouseholdSimulator, SimulatorConfig
-from tests.pi_agent.procs import TOKEN, free_port, healthz, start_agent
+from tests.pi_agent.procs import TOKEN, healthz, start_agent, start_agent_on_free_port
 
 START = datetime(2026, 1, 5, 8, tzinfo=UTC)
 # Three simulated hours from the simulated midnight: the fridge and heating cycles of the night.
@@ -40,7 +42,8 @@ SEED = 11
 
 
 class Proxy:
-    """A TCP relay from `port` to `target` that can be taken down and brought back."""
+    """A TCP relay from `port` (0: a free one) to `target` that can be taken down and brought
+    back."""
 
     def __init__(self, port: int, target: int) -> None:
         self.port, self.target = port, target
@@ -53,6 +56,7 @@ class Proxy:
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", self.port))
+        self.port = s.getsockname()[1]  # port 0 the first time: the one bound, from then on
         s.listen(16)
         self.listener = s
         threading.Thread(target=self._accept, args=(s,), daemon=True).start()
@@ -175,13 +179,20 @@ def _changed(got: dict[str, Any], want: dict[str, Any]) -> str:
     return ", ".join(f"{c} {want[c]!r} -> {got[c]!r}" for c in want if got[c] != want[c])
 
 
-def run_until_idle(config: Path, log: Path, agent_port: int, timeout_s: float) -> None:
-    """`nilm run` from scratch until it has found nothing new twice, then Ctrl-C."""
-    idle_from = healthz(agent_port)["api"]["caught_up"]
-    pc = start_pc(config, log)
+def stop_when_idle(pc: subprocess.Popen[bytes], log: Path, port: int, timeout_s: float) -> None:
+    """Ctrl-C the `nilm run` that reads from the port `port` (its own, unshared) once it has
+    fetched every reading and then found nothing new twice."""
     deadline = time.monotonic() + timeout_s
     try:
-        while healthz(agent_port)["api"]["caught_up"] < idle_from + 2:
+        while True:
+            h = healthz(port)
+            if h["poller_finished"] and h["seq"] == SECONDS and h["fetched_after"] >= SECONDS:
+                break
+            assert pc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        idle_from = healthz(port)["api"]["caught_up"]
+        while healthz(port)["api"]["caught_up"] < idle_from + 2:
             assert pc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.1)
@@ -206,27 +217,27 @@ def _ranges(values: list[int]) -> list[tuple[int, int]]:
 @pytest.mark.timeout(1800)  # above the sum of its own limits (LIMIT_S per wait)
 def test_every_row_lands_once_through_kills_and_an_outage(tmp_path: Path) -> None:
     rng = random.Random(2026)
-    agent_port, proxy_port = free_port(), free_port()
-    db = tmp_path / "nilm.duckdb"
-    config, reference_config = tmp_path / "pc.toml", tmp_path / "reference.toml"
-    reference_db = tmp_path / "reference.duckdb"
-    for path, database, recovery, port in (
-        (config, db, tmp_path / "recovery", proxy_port),
-        (reference_config, reference_db, tmp_path / "reference-recovery", agent_port),
-    ):
-        path.write_text(
-            f'home_id = "home"\ndb_path = "{database}"\nrecovery_dir = "{recovery}"\n'
-            f"dashboard_port = {free_port()}\n"
-            f'[agent]\nurl = "http://127.0.0.1:{port}"\ntoken = "{TOKEN}"\n'
-            "batch_limit = 500\npoll_interval_s = 0.05\n"
-        )
     agent_args = ("--speed", str(SPEED), "--start", START.isoformat(), "--duration",
                   str(SECONDS), "--seed", str(SEED), "--commit-interval", "0.2")  # fmt: skip
     spool, agent_log, pc_log = tmp_path / "spool.db", tmp_path / "agent.log", tmp_path / "pc.log"
+    db, reference_db = tmp_path / "nilm.duckdb", tmp_path / "reference.duckdb"
+    config, reference_config = tmp_path / "pc.toml", tmp_path / "reference.toml"
 
-    proxy = Proxy(proxy_port, agent_port)
-    agent = start_agent(spool, agent_port, agent_log, *agent_args)
+    def write_config(path: Path, database: Path, recovery: Path, port: int) -> None:
+        path.write_text(
+            f'home_id = "home"\ndb_path = "{database}"\nrecovery_dir = "{recovery}"\n'
+            # the dashboard picks its own free port as it binds it
+            "dashboard_port = 0\n"
+            f'[agent]\nurl = "http://127.0.0.1:{port}"\ntoken = "{TOKEN}"\n'
+            "batch_limit = 500\npoll_interval_s = 0.05\n"
+        )
+
+    # The agent and the proxy bind free ports themselves; restarts bind the same ones again.
+    agent, agent_port = start_agent_on_free_port(spool, agent_log, *agent_args)
+    proxy = Proxy(0, agent_port)
+    write_config(config, db, tmp_path / "recovery", proxy.port)
     pc = start_pc(config, pc_log)
+    reference_agent = reference_pc = None
     # Seeded moments within the simulated hours' ~25 s of real time.
     events = sorted(
         [(rng.uniform(2, 20), "agent") for _ in range(2)]
@@ -258,9 +269,30 @@ def test_every_row_lands_once_through_kills_and_an_outage(tmp_path: Path) -> Non
         # Limits are for a loaded 2-core machine, where starting `nilm run` alone can take a
         # minute; on an idle one each wait ends in seconds.
         deadline = time.monotonic() + LIMIT_S
+        while not ((h := healthz(agent_port))["poller_finished"] and h["seq"] == SECONDS):
+            assert agent.poll() is None, agent_log.read_text()[-3000:]
+            assert time.monotonic() < deadline, (h, log)
+            time.sleep(0.1)
+        # The reference: the same readings, read by a `nilm run` that nothing interrupts, at
+        # the same time as the crashed run finishes. It reads a copy of the finished spool
+        # from an agent of its own, so that the agent's counters by which each run is seen
+        # idle count that run alone.
+        reference_spool = tmp_path / "reference-spool.db"
+        with (
+            contextlib.closing(sqlite3.connect(spool)) as source,
+            contextlib.closing(sqlite3.connect(reference_spool)) as target,
+        ):
+            source.backup(target)  # consistent while the agent has the file open
+        reference_agent, reference_port = start_agent_on_free_port(
+            reference_spool, tmp_path / "reference-agent.log", *agent_args
+        )
+        recovery = tmp_path / "reference-recovery"
+        write_config(reference_config, reference_db, recovery, reference_port)
+        reference_log = tmp_path / "reference.log"
+        reference_pc = start_pc(reference_config, reference_log)
         while True:
             h = healthz(agent_port)
-            if h["poller_finished"] and h["seq"] == SECONDS and h["fetched_after"] >= SECONDS:
+            if h["fetched_after"] >= SECONDS:
                 break
             assert pc.poll() is None, pc_log.read_text()[-3000:]
             assert time.monotonic() < deadline, (h, log)
@@ -285,11 +317,11 @@ def test_every_row_lands_once_through_kills_and_an_outage(tmp_path: Path) -> Non
             if (n and n[0] == SECONDS) or rounds == 4:
                 break
             pc = start_pc(config, pc_log)
-        # The same readings from the same agent, read by a `nilm run` that nothing interrupts.
-        run_until_idle(reference_config, tmp_path / "reference.log", agent_port, LIMIT_S)
+        stop_when_idle(reference_pc, reference_log, reference_port, LIMIT_S)
     finally:
-        kill(agent)
-        kill(pc)
+        for proc in (agent, pc, reference_agent, reference_pc):
+            if proc is not None:
+                kill(proc)
         proxy.down()
 
     with duckdb.connect(str(db), read_only=True) as con:

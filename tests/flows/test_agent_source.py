@@ -21,7 +21,7 @@ from nilm.records import READING_COLUMNS, ReadingChunk, to_epoch_us
 from nilm.settings import AgentSettings
 from nilm.simulator import SimulatorConfig
 from pi_agent.sim import SimShelly
-from tests.pi_agent.procs import TOKEN, free_port, healthz, start_agent
+from tests.pi_agent.procs import TOKEN, free_port, healthz, start_agent, start_agent_on_free_port
 
 START = datetime(2026, 1, 5, 12, tzinfo=UTC)
 N = 600
@@ -30,9 +30,8 @@ N = 600
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     tmp = tmp_path_factory.mktemp("agent")
-    port = free_port()
-    proc = start_agent(
-        tmp / "spool.db", port, tmp / "agent.log", "--speed", "2000", "--duration", str(N),
+    proc, port = start_agent_on_free_port(
+        tmp / "spool.db", tmp / "agent.log", "--speed", "2000", "--duration", str(N),
         "--start", START.isoformat(), "--commit-interval", "0.05", "--seed", "5",
     )  # fmt: skip
     try:

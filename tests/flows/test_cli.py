@@ -81,14 +81,19 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
          "--no-dashboard"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:  # the banner is printed once the database is open
-        lines.append(line)
-        if line.startswith("simulating"):
-            break
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # the banner is printed once the database is open
+            lines.append(line)
+            if line.startswith("simulating"):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:  # never left running, whatever failed
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 0, "".join(lines) + out
     assert "Traceback" not in out and "readings" in out
     con = duckdb.connect(str(db), read_only=True)

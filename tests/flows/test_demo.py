@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import duckdb
 from flows.cli import main
 from flows.demo import pick_confirmations
 from nilm.records import TruthEvent
+from tests.conftest import DEMO_CONFIRM_PER_DEVICE, DEMO_HISTORY_DAYS, DEMO_SEED
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -26,17 +28,15 @@ def test_first_events_of_each_device_are_picked_within_two_seconds() -> None:
     assert pick_confirmations(stored, truth, per_device=2) == [("e1", "fridge"), ("e3", "fridge")]
 
 
-def test_demo_user_confirms_and_the_flow_then_recognises(tmp_path: Path) -> None:
-    db = tmp_path / "demo.duckdb"
-    code = main(["demo", "--db", str(db), "--days", "1.2", "--backfill-days", "1",
-                 "--speed", "1500", "--no-dashboard", "--confirm-per-device", "2"])  # fmt: skip
-    assert code == 0
-    con = duckdb.connect(str(db), read_only=True)
+def test_demo_user_confirms_and_the_flow_then_recognises(demo_db: Path, tmp_path: Path) -> None:
+    # `demo_db` is the demo's own path, run once per session (tests/conftest.py): its user
+    # confirmed events after the history, and the flow went on live.
+    con = duckdb.connect(str(demo_db), read_only=True)
     labels = con.execute("SELECT count(*), count(DISTINCT device) FROM labels").fetchone()
     per_device = dict(con.execute("SELECT device, count(*) FROM labels GROUP BY device").fetchall())
     # Two confirmations per device the user found twice; a device whose only run that day was
     # found once (a staircase off not yet matched, issue 10) gets one.
-    assert labels is not None and max(per_device.values()) == 2
+    assert labels is not None and max(per_device.values()) == DEMO_CONFIRM_PER_DEVICE == 2
     assert sum(n == 2 for n in per_device.values()) >= 5
     (recognised,) = con.execute(
         "SELECT count(*) FROM events WHERE NOT labelled AND device IS NOT NULL "
@@ -45,7 +45,10 @@ def test_demo_user_confirms_and_the_flow_then_recognises(tmp_path: Path) -> None
     assert recognised > 0
     con.close()
     # A second demo on the same file replays the same house; its user confirms nothing new.
-    assert main(["demo", "--db", str(db), "--days", "1.01", "--backfill-days", "1",
+    db = tmp_path / "demo.duckdb"
+    shutil.copyfile(demo_db, db)
+    assert main(["demo", "--db", str(db), "--days", str(DEMO_HISTORY_DAYS + 0.01),
+                 "--backfill-days", str(DEMO_HISTORY_DAYS), "--seed", str(DEMO_SEED),
                  "--speed", "100000", "--no-dashboard"]) == 0  # fmt: skip
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*) FROM labels").fetchone() == (labels[0],)

@@ -26,9 +26,23 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return readings, truth
 
 
-def test_eval_prints_the_contract_figures(recording: tuple[Path, Path]) -> None:
+ONLINE, BATCH = ["river", "knn:oversample", "knn"], ["xgboost"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(recording: tuple[Path, Path]) -> tuple[dict, list[str]]:
+    """One `nilm eval` of the day with online and batch models (each run takes seconds), and
+    the comparison table it hands on."""
     readings, truth = recording
-    result = run_eval([readings], truth, label_budget=5, models=["river", "knn:oversample"])
+    tables: list[str] = []
+    result = run_eval(
+        [readings], truth, label_budget=5, models=ONLINE + BATCH, on_table=tables.append
+    )
+    return result, tables
+
+
+def test_eval_prints_the_contract_figures(evaluated: tuple[dict, list[str]]) -> None:
+    result, _ = evaluated
     json.dumps(result)  # one JSON object
     assert set(result) >= {"events", "classification", "novelty", "drift", "models"}
     assert set(result["events"]) == {"precision", "recall", "f1"}
@@ -41,11 +55,17 @@ def test_eval_prints_the_contract_figures(recording: tuple[Path, Path]) -> None:
     assert {"alerts", "false_alarms"} <= set(result["drift"])
     # The user never spends more than the budget on a device.
     assert max(result["labels"].values()) <= 5
-    assert set(result["models"]) == {"river", "knn:oversample"}
+    assert set(result["models"]) == set(ONLINE + BATCH)
     assert result["models"]["river"]["macro_f1"] == result["classification"]["macro_f1"]
+    assert "knn:weights" in model_names()
+
+
+def test_eval_refuses_an_unknown_model(tmp_path: Path) -> None:
+    # A quarter of an hour: eval reads and evaluates it all before it meets the model's name.
+    readings, truth = tmp_path / "home.parquet", tmp_path / "truth.csv"
+    write_simulation(SimulatorConfig(seed=31), 0.01, readings, truth, progress=False)
     with pytest.raises(ValueError, match="unknown model"):
         run_eval([readings], truth, models=["nope"])
-    assert "knn:weights" in model_names()
 
 
 def test_eval_finds_the_events_the_dataflow_writes(recording: tuple[Path, Path]) -> None:
@@ -101,12 +121,10 @@ def test_a_label_mid_stream_reaches_the_learner_once_across_restarts(tmp_path: P
     assert later[0]["ts"] > fridge[-1]["ts"]
 
 
-def test_eval_compares_a_batch_model_on_the_same_events(recording: tuple[Path, Path]) -> None:
-    readings, truth = recording
-    tables: list[str] = []
-    result = run_eval(
-        [readings], truth, label_budget=5, models=["knn", "xgboost"], on_table=tables.append
-    )
+def test_eval_compares_a_batch_model_on_the_same_events(
+    evaluated: tuple[dict, list[str]],
+) -> None:
+    result, tables = evaluated
     xgb = result["models"]["xgboost"]
     # In one day only the frequent devices have events left after their five labels.
     devices = len(xgb["per_device"])

@@ -22,7 +22,7 @@ from flows.recordings import write_simulation
 from flows.sources import count_rows
 from nilm.settings import AgentSettings, HomeSettings, Settings, load_settings, shard_of
 from nilm.simulator import SimulatorConfig
-from tests.pi_agent.procs import TOKEN, free_port, healthz, start_agent
+from tests.pi_agent.procs import TOKEN, healthz, start_agent_on_free_port
 
 # Every table the flow writes, with its key and the columns compared (wall-clock columns such as
 # `received_at` and `detected_at` differ between runs by design and are left out).
@@ -160,7 +160,7 @@ def test_a_two_process_cluster_survives_a_killed_process(tmp_path: Path) -> None
     seconds, speed = 1800, 150.0
     homes = [f"home-{i}" for i in range(4)]
     assert len({shard_of(h, 2) for h in homes}) == 2  # both shards are written
-    ports = {h: free_port() for h in homes}
+    ports: dict[str, int] = {}
     agents = []
     try:
         for i, home in enumerate(homes):
@@ -168,12 +168,13 @@ def test_a_two_process_cluster_survives_a_killed_process(tmp_path: Path) -> None
                     str(seconds), "--seed", str(60 + i), "--home-id", home,
                     "--commit-interval", "0.2"]  # fmt: skip
             spool, log_path = tmp_path / f"{home}.spool", tmp_path / f"{home}.log"
-            agents.append(start_agent(spool, ports[home], log_path, *args))
+            agent, ports[home] = start_agent_on_free_port(spool, log_path, *args)
+            agents.append(agent)
         db = tmp_path / "fleet.duckdb"
         config = tmp_path / "fleet.toml"
         config.write_text(
             f'db_path = "{db}"\nrecovery_dir = "{tmp_path / "recovery"}"\nshards = 2\n'
-            f"dashboard_port = {free_port()}\nsnapshot_interval_s = 1.0\n"
+            "dashboard_port = 0\nsnapshot_interval_s = 1.0\n"
             f'[agent]\ntoken = "{TOKEN}"\nbatch_limit = 500\npoll_interval_s = 0.05\n'
             + "".join(
                 f'[[homes]]\nhome_id = "{h}"\nagent = {{ url = "http://127.0.0.1:{ports[h]}" }}\n'

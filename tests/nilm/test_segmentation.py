@@ -222,6 +222,39 @@ def test_step_after_a_steady_on_is_not_taken_for_a_decay():
     assert_events(events, [(100, "a", 500.0), (105, "a", -60.0)])
 
 
+def test_a_pulse_that_holds_then_drops_is_two_switches_not_a_decay():
+    # a washer's heater on for 3 s (its draw climbing a little), then off through a sample caught
+    # mid-switch: ANTgen's h1 at 2026-02-04 15:00:53 (760 -> 1084 1103 1126 -> 961 -> 806 W)
+    a = np.concatenate(
+        [flat(100, 760.0), [1084.0, 1103.0, 1126.0, 961.0], flat(200, 806.0), flat(100, 480.0)]
+    )
+    events = detect(make_batch(a, flat(a.size, 480.0)))
+    assert_events(events, [(100, "a", 330.0), (103, "a", -310.0), (304, "a", -326.0)], 1, 0.15)
+
+
+def test_a_rise_while_an_inrush_decays_is_the_next_switch():
+    # a 240 V heat pump starts with an inrush decaying over 7 s; 8 s in, a water heater starts
+    decay = 1900 + 1600 * np.exp(-np.arange(8.0) / 1.5)
+    total = np.concatenate([flat(100, 0.0), decay, flat(300, 1900.0 + 4500.0), flat(100, 0.0)])
+    events = detect(make_batch(270 + total / 2, 330 + total / 2))
+    # the heat pump's level is read before its inrush has settled (the next switch cuts it)
+    assert_events(
+        events, [(100, "ab", 2100.0), (108, "ab", 4500.0), (408, "ab", -6400.0)], rel=0.15
+    )
+
+
+def test_a_switch_right_after_the_leg_wandered_the_other_way_is_found():
+    # a TV's picture moves leg a by ±15 W; 8 s after it brightens by 45 W, a fridge on the
+    # same leg stops (-95 W): the minute before the step sits mostly at the darker level
+    rng = np.random.default_rng(5)
+    n = 400
+    a = 310 + tv_wander(n, rng, 15.0)
+    a[192:] += np.r_[np.linspace(11, 45, 4), flat(n - 196, 45.0)]
+    a[200:] -= 95.0
+    events = detect(make_batch(a, flat(n, 380.0), seed=5))
+    assert [(second(e), e.legs) for e in events if abs(e.delta_p_w) >= 50] == [(200, "a")]
+
+
 def tv_wander(n: int, rng: np.random.Generator, amp_w: float) -> np.ndarray:
     """A picture's brightness: a new level within ±amp_w every 2-8 s, reached over 1-2 s."""
     out = np.empty(n)

@@ -53,9 +53,16 @@ async def until_seq(agent: Agent, seq: int) -> None:
     await asyncio.wait_for(wait(), 30)
 
 
+async def until_finished(agent: Agent) -> None:
+    while not agent.poller.finished:
+        await asyncio.sleep(0.01)
+
+
 def sim_config(tmp_path: Path, **kw: Any) -> AgentConfig:
+    # Port 0: the server binds a free port itself (`agent.port` once it is running); a port
+    # chosen here and bound later could be taken by another process in between.
     base: dict[str, Any] = dict(
-        transport="sim", port=free_port(), spool=str(tmp_path / "sim.db"), start=START,
+        transport="sim", port=0, spool=str(tmp_path / "sim.db"), start=START,
         speed=400.0, duration_s=120.0, commit_interval_s=0.05, seed=2,
     )  # fmt: skip
     base.update(kw)
@@ -64,10 +71,10 @@ def sim_config(tmp_path: Path, **kw: Any) -> AgentConfig:
 
 def test_readings_api_pages_long_polls_and_guards_the_token(tmp_path: Path) -> None:
     config = sim_config(tmp_path)
-    url = f"http://127.0.0.1:{config.port}"
 
     async def go() -> dict[str, Any]:
         async with running(config) as agent, aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{agent.port}"
             async with http.get(f"{url}/v1/readings") as r:
                 assert r.status == 401
             async with http.get(f"{url}/v1/readings", headers={"Authorization": "Bearer x"}) as r:
@@ -90,6 +97,8 @@ def test_readings_api_pages_long_polls_and_guards_the_token(tmp_path: Path) -> N
                 assert len(page) <= 25
                 rows += page
                 after = page[-1]["seq"]
+            # The poller notes that it has finished after its last reading is committed.
+            await asyncio.wait_for(until_finished(agent), 30)
             async with http.get(f"{url}/healthz") as r:
                 health = await r.json()
             return {"rows": rows, "health": health}
@@ -125,7 +134,7 @@ def test_sim_agent_resumes_its_virtual_clock_after_the_spool(tmp_path: Path) -> 
         async with running(config) as agent:
             await until_seq(agent, 60)
             async with aiohttp.ClientSession() as http:
-                url = f"http://127.0.0.1:{config.port}/v1/readings?limit=1000"
+                url = f"http://127.0.0.1:{agent.port}/v1/readings?limit=1000"
                 async with http.get(url, headers=AUTH) as r:
                     return list((await r.json())["readings"])
 
@@ -138,13 +147,14 @@ def test_sim_agent_resumes_its_virtual_clock_after_the_spool(tmp_path: Path) -> 
 
 def test_http_transport_polls_the_simulated_shelly_over_a_socket(tmp_path: Path) -> None:
     shelly = sim_config(tmp_path, duration_s=10.0, speed=1000.0)
-    poller = AgentConfig(
-        transport="http", port=free_port(), spool=str(tmp_path / "http.db"),
-        shelly_url=f"http://127.0.0.1:{shelly.port}", interval_s=0.02, commit_interval_s=0.05,
-    )  # fmt: skip
 
     async def go() -> None:
         async with running(shelly) as sim_agent:
+            poller = AgentConfig(
+                transport="http", port=0, spool=str(tmp_path / "http.db"),
+                shelly_url=f"http://127.0.0.1:{sim_agent.port}", interval_s=0.02,
+                commit_interval_s=0.05,
+            )  # fmt: skip
             await until_seq(sim_agent, 10)  # the simulated meter now rests at its last second
             assert sim_agent.sim is not None
             expected = sim_agent.sim.status_at(sim_agent.sim.now)

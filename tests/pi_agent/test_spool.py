@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -121,11 +119,15 @@ def test_sigkill_mid_write_never_corrupts_the_spool(tmp_path: Path) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True
         )
-        assert proc.stdout is not None
-        for _ in range(40 + 37 * _round):  # SIGKILL at a different point each round
-            committed = int(proc.stdout.readline())
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        try:
+            assert proc.stdout is not None
+            for _ in range(40 + 37 * _round):  # SIGKILL at a different point each round
+                committed = int(proc.stdout.readline())
+        finally:  # a writer that died or printed nonsense is not left running either
+            proc.kill()  # SIGKILL
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
         spool = Spool(path)
         assert spool.integrity_ok()
         assert spool.last_seq >= committed  # everything reported committed survived
