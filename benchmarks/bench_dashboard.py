@@ -106,7 +106,9 @@ class Goals:
         if not ok:
             self.missed.append(label)
         mark = "ok  " if ok else "MISS"
-        print(f"  {mark} {label:<46} {value:9.2f} {unit:<4} (goal ≤ {goal:g} {unit}){note}")
+        load = os.getloadavg()[0]  # the machine is shared: every figure says how busy it was
+        print(f"  {mark} {label:<46} {value:9.2f} {unit:<4} (goal ≤ {goal:g} {unit}){note}"
+              f"  [load {load:.2f}]", flush=True)  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float:
@@ -215,7 +217,7 @@ def settled_models(driver: Any) -> Callable[[], bool]:
 
     def settled() -> bool:
         last.append(driver.execute_script(_MODEL_COUNT))
-        return len(last) >= 3 and last[-1] == last[-2] == last[-3]
+        return len(last) >= 3 and last[-1] is not None and last[-1] == last[-2] == last[-3]
 
     return settled
 
@@ -241,6 +243,53 @@ def watch_page(driver: Any, page: str, seconds: float, goals: Goals) -> None:
     goals.check(f"{page}: new Bokeh models", float(models1 - models0), 0.0, "")
     goals.check(f"{page}: JS heap growth", 100.0 * (heap1 / heap0 - 1.0), 100 * HEAP_GROWTH_GOAL,
                 "%")  # fmt: skip
+
+
+def watch_pages_together(
+    driver: Any, url: str, seconds: float, report_every_s: float, goals: Goals
+) -> None:
+    """Every page in its own window of one browser, watched at once for `seconds`.
+
+    Each window is its own session opened on its page (`?page=`), so each refreshes the page
+    it shows, as a household's tab would. Prints each page's models and heap every
+    `report_every_s` (a cut-short run still leaves figures), then checks the goals at the end.
+    """
+    from urllib.parse import quote
+
+    windows: dict[str, str] = {}
+    for page in PAGES:
+        driver.switch_to.new_window("window")
+        driver.get(f"{url}?page={quote(page)}")
+        windows[page] = driver.current_window_handle
+    start: dict[str, tuple[int, float]] = {}
+    for page, handle in windows.items():
+        driver.switch_to.window(handle)
+        driver.execute_cdp_cmd("Performance.enable", {})
+        _until(settled_models(driver), 120, 1.0)
+        start[page] = (driver.execute_script(_MODEL_COUNT), heap_mb(driver))
+    t0 = time.monotonic()
+    last: dict[str, tuple[int, float]] = dict(start)
+    elapsed = 0.0
+    while elapsed < seconds:
+        time.sleep(min(report_every_s, seconds - elapsed))  # the watch: refreshes run meanwhile
+        elapsed = time.monotonic() - t0
+        load = os.getloadavg()[0]
+        for page, handle in windows.items():
+            driver.switch_to.window(handle)
+            models = driver.execute_script(_MODEL_COUNT)
+            if models is None:  # a page that stopped answering: keep its last good figures
+                print(f"  {elapsed:6.0f} s  {page:<18} no Bokeh document", flush=True)
+                continue
+            last[page] = (models, heap_mb(driver))
+            (m0, h0), (m1, h1) = start[page], last[page]
+            print(f"  {elapsed:6.0f} s  {page:<18} models {m0:5d} → {m1:5d}   JS heap "
+                  f"{h0:7.1f} → {h1:7.1f} MB ({100 * (h1 / h0 - 1):+5.1f} %)  load {load:.2f}",
+                  flush=True)  # fmt: skip
+    for page in PAGES:
+        (m0, h0), (m1, h1) = start[page], last[page]
+        goals.check(f"{page}: new Bokeh models", float(m1 - m0), 0.0, "")
+        goals.check(f"{page}: JS heap growth", 100.0 * (h1 / h0 - 1.0), 100 * HEAP_GROWTH_GOAL,
+                    "%")  # fmt: skip
 
 
 def marker_delays(
@@ -293,10 +342,19 @@ def bench_demo(args: argparse.Namespace, goals: Goals) -> None:
                     driver.execute_cdp_cmd("Performance.enable", {})
                     live = cpu_share(proc.pid, args.cpu_s)
                     goals.check("one Live page open", live, CPU_LIVE_GOAL, "%")
-                    open_every_page(driver)
-                    print(f"\neach page over time (models, JS heap after GC), {args.watch_s:g} s")
-                    for page in PAGES:
-                        watch_page(driver, page, args.watch_s, goals)
+                    if args.pages_together:
+                        print(f"\nevery page at once, one window each (models, JS heap after "
+                              f"GC), {args.watch_s:g} s")  # fmt: skip
+                        live_window = driver.current_window_handle
+                        watch_pages_together(driver, url, args.watch_s, args.report_every_s,
+                                             goals)  # fmt: skip
+                        driver.switch_to.window(live_window)
+                    else:
+                        open_every_page(driver)
+                        print(f"\neach page over time (models, JS heap after GC), "
+                              f"{args.watch_s:g} s")  # fmt: skip
+                        for page in PAGES:
+                            watch_page(driver, page, args.watch_s, goals)
                     # The Live page refreshes only while in sight: watch markers there.
                     driver.execute_script(_TAB, "Live")
                     driver.execute_script(_WATCH_MARKERS)
@@ -362,6 +420,10 @@ def main() -> int:
     parser.add_argument("--cpu-s", type=float, default=None, help="CPU window (s)")
     parser.add_argument("--latency-s", type=float, default=None, help="step → marker watch (s)")
     parser.add_argument("--month", action="store_true", help="also the 30-day database")
+    parser.add_argument("--pages-together", action="store_true",
+                        help="watch every page at once, one browser window each")  # fmt: skip
+    parser.add_argument("--report-every-s", type=float, default=600.0,
+                        help="with --pages-together: print the figures this often")  # fmt: skip
     args = parser.parse_args()
     quick = args.quick
     args.backfill_days = args.backfill_days if args.backfill_days is not None else (

@@ -24,6 +24,7 @@ from dashboards.widgets import (
     as_text_times,
     blanks,
     device_html,
+    mark_provisional,
     percent,
 )
 
@@ -50,7 +51,9 @@ def _event_table_frame(events: pd.DataFrame, palette: DevicePalette) -> pd.DataF
     frame = events.copy()
     frame.loc[frame["shown_device"].isna(), "confidence"] = np.nan  # no device, no confidence
     frame["shown_device"] = frame["shown_device"].fillna(UNKNOWN)
-    frame["device_html"] = device_html(palette, frame["shown_device"])
+    frame["device_html"] = mark_provisional(
+        device_html(palette, frame["shown_device"]), frame["provisional"]
+    )
     frame["confirmed"] = frame["confirmed_device"].notna() | frame["labelled"].fillna(False)
     frame["confirmed"] = frame["confirmed"].map({True: "✓ by you", False: ""})
     frame = percent(as_text_times(frame, "ts"), "confidence")

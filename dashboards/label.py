@@ -29,6 +29,7 @@ from dashboards.widgets import (
     blanks,
     bokeh_edits,
     device_html,
+    mark_provisional,
     message,
     naive,
     percent,
@@ -154,7 +155,9 @@ class LabellingQueue(pn.viewable.Viewer):
             return pd.DataFrame({c: [] for c in _QUEUE_COLUMNS})
         queue = percent(as_text_times(queue, "ts"), "confidence")
         queue.loc[queue["device"].isna(), "confidence"] = np.nan  # no device, no confidence
-        queue["device_html"] = device_html(self.palette, queue["device"].fillna(UNKNOWN))
+        queue["device_html"] = mark_provisional(
+            device_html(self.palette, queue["device"].fillna(UNKNOWN)), queue["provisional"]
+        )
         queue = blanks(queue, "confidence", "uncertainty", "novelty")
         return queue[list(_QUEUE_COLUMNS)].reset_index(drop=True)
 

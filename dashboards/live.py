@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 MAX_MARKERS = 600
 _MARKER_COLUMNS = [
     "y", "device", "color", "confidence", "legs", "delta_p_w", "delta_q_var", "delta_s_va",
-    "delta_pf", "inrush_peak_w", "ramp_s", "novelty", "event_id",
+    "delta_pf", "inrush_peak_w", "ramp_s", "novelty", "event_id", "fill_alpha", "line_color",
+    "status",
 ]  # fmt: skip
 _POWER_COLUMNS = ["ts", "n"] + [
     f"{k}_{q}" for k in ("total", "a", "b") for q in ("mean", "min", "max", "va", "pf")
@@ -243,6 +244,11 @@ class LivePowerView(pn.viewable.Viewer):
         for col in ("confidence", "novelty", "delta_q_var", "delta_s_va", "delta_pf",
                     "inrush_peak_w", "ramp_s"):  # fmt: skip
             ev[col] = pd.to_numeric(ev[col], errors="coerce").astype("float64")
+        # a provisional event's marker is hollow, drawn in its colour, until the flow settles it
+        provisional = ev["provisional"].fillna(False).astype(bool).to_numpy()
+        ev["fill_alpha"] = np.where(provisional, 0.0, 1.0)
+        ev["line_color"] = np.where(provisional, ev["color"], "white")
+        ev["status"] = np.where(provisional, "provisional", "")
         keep = ["ts", *_MARKER_COLUMNS]
         on = ev[rising][keep].reset_index(drop=True)
         off = ev[~rising][keep].reset_index(drop=True)
@@ -466,7 +472,8 @@ class LivePowerView(pn.viewable.Viewer):
         markers = [
             fig.scatter(
                 "ts", "y", source=self.marker_sources[kind], marker=marker, size=12,
-                fill_color="color", line_color="white",
+                fill_color="color", fill_alpha="fill_alpha", line_color="line_color",
+                line_width=2,
             )
             for kind, marker in (("on", "triangle"), ("off", "inverted_triangle"))
         ]  # fmt: skip

@@ -208,6 +208,7 @@ class DataStore:
         self._cache: dict[Hashable, tuple[float, Any]] = {}
         self._generation = 0
         self._abandoned_filter: str | None = None
+        self._provisional_sql: str | None = None
         self.read_only = bool(
             self._cursor()
             .execute(
@@ -240,6 +241,16 @@ class DataStore:
                 else "TRUE"
             )
         return self._abandoned_filter
+
+    def _provisional(self, alias: str = "") -> str:
+        """`provisional` as a select item (a row the flow may still refine or remove); FALSE for
+        files written before provisional events."""
+        if self._provisional_sql is None:
+            self._provisional_sql = (
+                "coalesce({a}provisional, FALSE)" if self._has_column("events", "provisional")
+                else "FALSE"
+            )  # fmt: skip
+        return self._provisional_sql.format(a=alias) + " AS provisional"
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
@@ -494,7 +505,7 @@ class DataStore:
         cols = ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(", "))
         cols = cols.replace("e.epoch_us(ts) AS ts_us", "epoch_us(e.ts) AS ts_us")
         sql = (
-            f"SELECT {cols}, l.confirmed_device FROM events e "
+            f"SELECT {cols}, {self._provisional('e.')}, l.confirmed_device FROM events e "
             f"LEFT JOIN {_LATEST_LABEL} l USING (event_id) "
             f"WHERE {' AND '.join(where)} "
             f"ORDER BY {'abs(e.delta_p_w) DESC, ' if largest else ''}e.ts DESC LIMIT $limit"
@@ -514,7 +525,8 @@ class DataStore:
     def event(self, event_id: str) -> dict[str, Any] | None:
         """One event as a dict, or None when there is no such event."""
         frame = self._query(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id = ?", [str(event_id)]
+            f"SELECT {_EVENT_COLUMNS}, {self._provisional()} FROM events WHERE event_id = ?",
+            [str(event_id)],
         )
         if frame.empty:
             return None
@@ -534,7 +546,7 @@ class DataStore:
         """
         sql = f"""
             WITH waiting AS (
-                SELECT {_EVENT_COLUMNS} FROM events e WHERE home_id = $home
+                SELECT {_EVENT_COLUMNS}, {self._provisional()} FROM events e WHERE home_id = $home
                 AND NOT coalesce(labelled, FALSE)
                 AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.event_id = e.event_id)),
             named AS (

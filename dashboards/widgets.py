@@ -27,6 +27,7 @@ __all__ = [
     "LEG_SERIES",
     "LIVE_WINDOWS",
     "NUMBER_FORMATTERS",
+    "PROVISIONAL_BADGE",
     "UNKNOWN",
     "UNKNOWN_COLOR",
     "DevicePalette",
@@ -37,6 +38,7 @@ __all__ = [
     "bokeh_edits",
     "device_html",
     "event_hover",
+    "mark_provisional",
     "message",
     "naive",
     "percent",
@@ -249,12 +251,13 @@ def time_axis_formatter() -> DatetimeTickFormatter:
 
 
 def event_hover(renderers: list[Any] | None = None) -> HoverTool:
-    """The tooltip of an event marker: when, which device, and its signature."""
+    """The tooltip of an event marker: when, which device (and whether it is provisional: a
+    `status` column), and its signature."""
     return HoverTool(
         renderers=renderers or "auto",
         tooltips=[
             ("time", "@ts{%F %T}"),
-            ("device", "@device (confidence @confidence{0%})"),
+            ("device", "@device (confidence @confidence{0%}) @status"),
             ("legs", "@legs"),
             ("ΔP", "@delta_p_w{+0,0} W"),
             ("ΔQ", "@delta_q_var{+0,0} var"),
@@ -271,3 +274,16 @@ def event_hover(renderers: list[Any] | None = None) -> HoverTool:
 def device_html(palette: DevicePalette, names: pd.Series) -> list[str]:
     """Each name with its colour's dot, as HTML for a table cell."""
     return [f"<span style='color:{palette.color(n)}'>●</span> {html.escape(str(n))}" for n in names]
+
+
+PROVISIONAL_BADGE = (
+    " <span class='provisional' style='font-style:italic;color:#6c757d;border:1px dashed "
+    "#6c757d;border-radius:4px;padding:0 4px' title='Seen seconds ago: the flow may still "
+    "refine this event or find it was none'>provisional</span>"
+)
+
+
+def mark_provisional(cells: list[str], provisional: pd.Series) -> list[str]:
+    """Table cells with a "provisional" badge on the rows of events that may still change."""
+    flags = provisional.fillna(False).astype(bool).tolist() if len(provisional) else []
+    return [c + PROVISIONAL_BADGE if f else c for c, f in zip(cells, flags, strict=True)]

@@ -8,6 +8,7 @@ detector, and homes spread across workers and processes by key.
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -35,6 +36,8 @@ LearnerInput = tuple[str, Event | Label | Settlement]
 WindowsInput = tuple[str, str, Any]
 
 
+logger = logging.getLogger(__name__)
+
 S = TypeVar("S")
 V = TypeVar("V")
 W = TypeVar("W")
@@ -54,8 +57,10 @@ class ObjectStep(StatefulLogic[V, W, bytes], Generic[S, V, W]):
         build: Callable[[V], S],
         step: Callable[[S, V], W],
         flush: Callable[[S], W] | None = None,
+        name: str = "",
+        recovery_dir: str = "",
     ) -> None:
-        self.state: S | None = pickle.loads(resume) if resume is not None else None
+        self.state: S | None = _restored(resume, name, recovery_dir)
         self.build = build
         self.step = step
         self.flush = flush
@@ -72,6 +77,41 @@ class ObjectStep(StatefulLogic[V, W, bytes], Generic[S, V, W]):
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# Steps whose unreadable snapshot has been reported: once per step and process, not per home.
+_REPORTED_UNREADABLE: set[str] = set()
+
+
+def _restored(resume: bytes | None, name: str, recovery_dir: str) -> Any:
+    """The state a snapshot holds, or None (built afresh) when it cannot be read.
+
+    A snapshot written by an older version may name classes or attributes that are gone; the
+    flow must not stop on it, nor say so for every home and every restart of a worker.
+    """
+    if resume is None:
+        return None
+    try:
+        return pickle.loads(resume)
+    except Exception as err:  # any unpickling error: the state is as good as absent
+        if name not in _REPORTED_UNREADABLE:
+            _REPORTED_UNREADABLE.add(name)
+            logger.warning(
+                "the %s step's snapshot in the recovery folder %s cannot be read (%s: %s), "
+                "most likely written by an older version of nilm: starting its %s afresh. "
+                "Nothing is lost from the database%s; nothing to do (the next snapshot replaces "
+                "it), or run the older version to keep the old state.",
+                name or "stateful", recovery_dir or "(none given)", type(err).__name__, err,
+                _AFRESH.get(name, "state"), _LOST.get(name, ""),
+            )  # fmt: skip
+        else:
+            logger.debug("%s: another unreadable snapshot, started afresh", name, exc_info=True)
+        return None
+
+
+_AFRESH = {"learn": "learner (models, clusters, device health)", "detect": "event detector",
+           "validate": "reading validator", "windows": "event windows"}  # fmt: skip
+_LOST = {"learn": "; the models relearn from the labels confirmed from now on"}
 
 
 def _validate(validator: ReadingValidator, chunk: ReadingChunk) -> Validated:
@@ -131,6 +171,7 @@ def get_flow(
     order: a flow that regenerates stored events (a replay) relearns their labels as it goes.
     """
     after_event = stored_labels or {}
+    recovery = str(settings.recovery_dir)
     flow = Dataflow("nilm")
     chunks = op.input("readings_in", flow, source)
     # (home_id, ReadingChunk)
@@ -138,7 +179,9 @@ def get_flow(
     validated = op.stateful(
         "validate",
         chunks,
-        lambda resume: ObjectStep(resume, lambda _: ReadingValidator(limits), _validate),
+        lambda resume: ObjectStep(
+            resume, lambda _: ReadingValidator(limits), _validate, None, "validate", recovery
+        ),
     )
     # (home_id, (accepted ReadingBatch, [Rejection]))
     accepted = op.map_value("accepted", validated, lambda v: v[0])
@@ -160,6 +203,8 @@ def get_flow(
             ),
             HomeEventDetector.update_live,
             HomeEventDetector.flush_live,
+            "detect",
+            recovery,
         ),
     )
     # (home_id, [final Event, then provisional Event, then Settlement])
@@ -187,6 +232,9 @@ def get_flow(
                 batch_model_path=settings.model_path(item[1].home_id),
             ),
             _learn,
+            None,
+            "learn",
+            recovery,
         ),
     )
     # (home_id, [TableRow])
@@ -202,7 +250,12 @@ def get_flow(
         "windows",
         windows_in,
         lambda resume: ObjectStep(
-            resume, lambda item: PairedWindower(item[1]), _window, _flush_windows
+            resume,
+            lambda item: PairedWindower(item[1]),
+            _window,
+            _flush_windows,
+            "windows",
+            recovery,
         ),
     )
     # (home_id, [("event_windows", row)])

@@ -22,7 +22,7 @@ from dataclasses import replace
 import numpy as np
 
 from nilm.changepoint import ChangePointDetector, make_detector
-from nilm.provisional import ProvisionalTracker, Settlement, TailSteps
+from nilm.provisional import ProvisionalTracker, Settlement, TailSteps, chain_ramp_steps
 from nilm.records import Event, ReadingBatch, event_id_for, from_epoch_us
 from nilm.segmentation import LegPairer, LegSegmenter, LegStep, SampleBuffer, SegmentationConfig
 
@@ -159,13 +159,23 @@ class HomeEventDetector:
         }
         waiting = {leg: list(steps) for leg, steps in self._pairer.waiting.items()}
         pairer = replace(self._pairer, waiting=waiting)
-        for seg in legs.values():
+        level_from: dict[str, int] = {}
+        for leg, seg in legs.items():
             steps = seg.close(self._buf, self._seen - 1, final=True)
             pairer.add([s for s in steps if self._seen - s.last >= min_after_samples])
+            # a ramp's first change point, closed alone, may be too small for a switch: the
+            # level to judge the tail by is then still the one before it
+            level_from[leg] = seg.seg_start if steps else self._legs[leg].seg_start
         if tail_steps is not None:
             tail_from = max(self._seen - self._cpd.lag, 0)
-            for leg, seg in legs.items():
-                pairer.add(tail_steps(leg, self._buf, seg.seg_start, tail_from))
+            now_us = self._buf.ts(self._seen - 1)
+            cfg = self._config
+            for leg in legs:
+                recent = cfg.recent_k * self._legs[leg]._recent(now_us)
+                pairer.add(tail_steps(leg, self._buf, level_from[leg], tail_from, recent))
+        for leg in "ab":
+            decided = len(self._pairer.waiting[leg])
+            waiting[leg] = chain_ramp_steps(waiting[leg], self._config, decided)
         never: dict[str, int | None] = {leg: None for leg in "ab"}
         return [self._event(s, p) for s, p in pairer.pop_ready(never, final=True)]
 

@@ -200,6 +200,12 @@ class Evaluation:
         How often the user looks at the queue, in seconds of readings.
     per_review
         Confirmations per look at most.
+    repredict_at_end
+        Re-predict the stored events (`HomeLearner.repredict_pending`) once, when the figures
+        are asked for, rather than after every label as the flow does for a household looking
+        at its history: the same final answers for the events the learner remembers, at the
+        cost of one pass over its memory instead of one per label. Event-time answers, which
+        the classification figures score, are not re-predictions either way.
 
     Examples
     --------
@@ -225,6 +231,7 @@ class Evaluation:
         per_review: int = 10,
         tolerance_s: float = 2.0,
         min_w: float = 50.0,
+        repredict_at_end: bool = True,
     ) -> None:
         self.truth = sorted(truth, key=lambda t: t.ts)
         self.label_budget = label_budget
@@ -235,6 +242,7 @@ class Evaluation:
         self.review_every_s = review_every_s
         self.tolerance_s = tolerance_s
         self.min_w = min_w
+        self.repredict_at_end = repredict_at_end
         self.user = _User(label_budget, self.holdout, per_review)
         self.detectors: dict[str, HomeEventDetector] = {}
         self.learners: dict[str, HomeLearner] = {}
@@ -254,7 +262,7 @@ class Evaluation:
         home = batch.home_id
         if home not in self.detectors:
             self.detectors[home] = self.detector_factory(home)
-            self.learners[home] = self.learner_factory(home)
+            self.learners[home] = self._new_learner(home)
         for event in self.detectors[home].update(batch):
             self.feed_event(event)
 
@@ -262,7 +270,7 @@ class Evaluation:
         """One detected event: predict, maybe let the user review the queue."""
         learner = self.learners.get(event.home_id)
         if learner is None:
-            learner = self.learners[event.home_id] = self.learner_factory(event.home_id)
+            learner = self.learners[event.home_id] = self._new_learner(event.home_id)
         if self._last_review is None:
             self._last_review = event.ts
         if (event.ts - self._last_review).total_seconds() >= self.review_every_s:
@@ -280,6 +288,12 @@ class Evaluation:
         )  # fmt: skip
         self.scored.append(scored)
         self._pending.append(scored)
+
+    def _new_learner(self, home_id: str) -> HomeLearner:
+        learner = self.learner_factory(home_id)
+        if self.repredict_at_end:
+            learner.repredict_per_step = 0
+        return learner
 
     def _collect(self, rows: list[TableRow]) -> None:
         self.alerts += [r for t, r in rows if t == "alerts"]
@@ -309,6 +323,9 @@ class Evaluation:
 
     def result(self) -> dict[str, Any]:
         """The figures, as one JSON-ready dict."""
+        if self.repredict_at_end:
+            for learner in self.learners.values():
+                self._collect(learner.repredict_pending())
         events = [s.event for s in self.scored]
         span_end = self.scored[-1].event.ts if self.scored else None
         truth = [t for t in self.truth if span_end is None or t.ts <= span_end]

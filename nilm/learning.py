@@ -373,6 +373,21 @@ class HomeLearner:
                 rows += self._reanswer(run.off_event_id)
         return rows
 
+    def repredict_pending(self) -> list[TableRow]:
+        """Answer again, at once, every event still waiting to be re-predicted.
+
+        What `repredict_per_step` spreads over the steps after a label, done in one go: for a
+        run where nobody looks at the history until it ends (`nilm eval` sets
+        `repredict_per_step` to 0 and calls this at the end: every label re-marks the whole
+        memory, so re-predicting after each cost a pass over it per label).
+        """
+        saved = self.repredict_per_step
+        self.repredict_per_step = max(len(self.stale), 1)
+        try:
+            return self._catch_up()
+        finally:
+            self.repredict_per_step = saved
+
     def _reanswer(self, event_id: str) -> list[TableRow]:
         seen = self.recent.get(event_id)
         if seen is None or seen.label is not None:

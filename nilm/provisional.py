@@ -34,12 +34,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nilm.records import Event, from_epoch_us
-from nilm.segmentation import LEG_QUANTITIES, LegStep, SampleBuffer
+from nilm.segmentation import (
+    LEG_QUANTITIES,
+    LegStep,
+    SampleBuffer,
+    SegmentationConfig,
+    leg_wander,
+)
 
 if TYPE_CHECKING:
     from nilm.detection import HomeEventDetector
 
-__all__ = ["SETTLE_TABLE", "ProvisionalTracker", "Settlement", "TailSteps"]
+__all__ = ["SETTLE_TABLE", "ProvisionalTracker", "Settlement", "TailSteps", "chain_ramp_steps"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +107,8 @@ class TailSteps:
     The level is the median of the last samples before the tail (at least `min_level_samples`
     of them since the last change point, else the level is still moving and nothing is said).
     A step is the newest run of samples that all lie at least `min_event_w` on one side of it,
-    once it is `confirm_samples` long: one sample off is a spike. Its new level is the median
+    once it is `confirm_samples` long: one sample off is a spike. It begins where the ramp into
+    that run began, and the level is taken before that. Its new level is the median
     of the run's newest `after_samples`, where an inrush has decayed most.
 
     Parameters
@@ -114,6 +121,11 @@ class TailSteps:
         The fewest and the most samples that give the level before the tail.
     after_samples
         How many of the newest samples give the level after.
+    max_ramp_samples
+        How far back a ramp's start is looked for (`max_ramp_s` of the segmenter, at 1 Hz).
+    wander_samples, wander_lag, wander_k, wander_cap_w
+        A step must also be `wander_k` times the leg's wander (`leg_wander` over the
+        `wander_samples` before it), as the segmenter asks of a small switch.
 
     Examples
     --------
@@ -131,12 +143,17 @@ class TailSteps:
     min_level_samples: int = 3
     before_samples: int = 5
     after_samples: int = 3
+    max_ramp_samples: int = 20
+    wander_samples: int = 60
+    wander_lag: int = 4
+    wander_k: float = 2.5
+    wander_cap_w: float = 150.0
 
     def __call__(
-        self, leg: str, buf: SampleBuffer, level_from: int, tail_from: int
+        self, leg: str, buf: SampleBuffer, level_from: int, tail_from: int, min_w: float = 0.0
     ) -> list[LegStep]:
         """The step on `leg` in samples `tail_from` onwards, if any; `level_from` is where the
-        current steady segment began."""
+        current steady segment began, `min_w` the smallest step the leg's recent moves allow."""
         end = buf.end
         lo = max(level_from, tail_from - self.before_samples, buf.start)
         if tail_from - lo < self.min_level_samples or end - tail_from < self.confirm_samples:
@@ -154,7 +171,13 @@ class TailSteps:
             first -= 1
         if len(off) - first < self.confirm_samples:
             return []
-        start = tail_from + first
+        floor = max(level_from, buf.start)
+        run_first = buf.window(name, floor, tail_from + first + 1)
+        start = self._ramp_start(run_first, floor, up=off[-1] > 0)
+        lo = max(level_from, start - self.before_samples, buf.start)
+        if start - lo < self.min_level_samples:
+            start = tail_from + first  # all ramp since the level began: judge the run alone
+            lo = max(level_from, tail_from - self.before_samples, buf.start)
         after_lo = max(start, end - self.after_samples)
         before: dict[str, float] = {}
         after: dict[str, float] = {}
@@ -169,7 +192,104 @@ class TailSteps:
             peak[leg_] = float(w.max()) if w.size else math.nan
         ts = buf.ts(start)
         step = LegStep(leg, start, start, ts, ts, before, after, peak, 0.0, 1)
-        return [step] if abs(step.delta_p_w) >= self.min_event_w else []
+        # where the leg wanders, the segmenter asks more of a switch: so does a preview of one
+        quiet = buf.window(name, max(buf.start, start - self.wander_samples), start)
+        wander = leg_wander(quiet, None, self.wander_lag, self.wander_cap_w)
+        least = max(self.min_event_w, min_w, self.wander_k * wander)
+        return [step] if abs(step.delta_p_w) >= least else []
+
+    def _ramp_start(self, p: np.ndarray[Any, np.dtype[np.float64]], offset: int, up: bool) -> int:
+        """Where the ramp that ends in `p`'s last sample (the run's first) began.
+
+        A slow ramp (a heater's element cooling, a charger's soft start) is a switch's worth
+        off the level only some seconds in; stamped there, the step would begin one second
+        later at every sample while the level window slides into the ramp. Walking back while
+        each sample moved the step's way by more than noise (`min_event_w / 6`, at most
+        `max_ramp_samples`) finds the second it began, which is the segmenter's too.
+        """
+        k = p.size - 1
+        if k < 1 or not math.isfinite(p[k]):
+            return offset + k
+        sign = 1.0 if up else -1.0
+        least = self.min_event_w / 6.0
+        floor = max(k - self.max_ramp_samples, 0)
+        j = k
+        while j > floor and sign * (p[j] - p[j - 1]) >= least:
+            j -= 1
+        return offset + (j + 1 if j < k else k)
+
+
+def chain_ramp_steps(
+    steps: list[LegStep], config: SegmentationConfig, decided: int = 0
+) -> list[LegStep]:
+    """One leg's pending steps with each ramp still climbing made one step.
+
+    On a ramp that goes on, the change-point detector has closed its start and `TailSteps`
+    finds a new step at the newest samples, one second later at every sample; shown as they
+    are, the ramp would flicker through a new id each second. A step joins the one before it
+    when both go the same way, it begins within `max_ramp_s` of that one, and either within
+    `ramp_gap_s` of its end (as the segmenter chains) or the power kept moving that way between
+    them (its level before is at least `min_event_w / 3` past the earlier one's level after):
+    the joined step keeps the earlier one's start, so its id.
+    Two loads that each settle before the next switches stay two steps (the power held still
+    between them). Past `max_ramp_s` the segmenter makes a ramp several events, and so does this.
+    Steps the segmenter has already closed for good are its decision: they join nothing.
+
+    Parameters
+    ----------
+    steps
+        One leg's steps, oldest first.
+    config
+        The segmenter's settings (`max_ramp_s`, `min_event_w`).
+    decided
+        How many of the first steps are final (closed by the segmenter, awaiting their
+        pairing): those are left as they are.
+
+    Examples
+    --------
+    >>> def step(ts_s: int, before: float, after: float) -> LegStep:
+    ...     return LegStep("a", ts_s, ts_s, ts_s * 1_000_000, ts_s * 1_000_000,
+    ...                    {"a_p": before}, {"a_p": after}, {"a": after}, 0.0, 1)
+    >>> ramp = [step(0, 200.0, 440.0), step(5, 800.0, 1100.0)]
+    >>> [(s.ts_us, s.delta_p_w) for s in chain_ramp_steps(ramp, SegmentationConfig())]
+    [(0, 900.0)]
+    >>> settled = [step(0, 200.0, 440.0), step(8, 445.0, 745.0)]
+    >>> len(chain_ramp_steps(settled, SegmentationConfig()))
+    2
+    """
+    out = list(steps[:decided])
+    for step in steps[decided:]:
+        prev = out[-1] if len(out) > decided else None
+        if prev is not None and _continues(prev, step, config):
+            out[-1] = LegStep(
+                leg=prev.leg,
+                first=prev.first,
+                last=step.last,
+                ts_us=prev.ts_us,
+                last_ts_us=max(prev.last_ts_us, step.last_ts_us),
+                before=prev.before,
+                after=step.after,
+                peak={leg: max(prev.peak[leg], step.peak[leg]) for leg in step.peak},
+                settle_slope_w_per_s=step.settle_slope_w_per_s,
+                n_changepoints=prev.n_changepoints + step.n_changepoints,
+                decay=step.decay,
+            )
+        else:
+            out.append(step)
+    return out
+
+
+def _continues(prev: LegStep, step: LegStep, config: SegmentationConfig) -> bool:
+    name = f"{prev.leg}_p"
+    up = prev.delta_p_w > 0
+    if step.leg != prev.leg or (step.delta_p_w > 0) != up:
+        return False
+    if step.ts_us - prev.ts_us > config.max_ramp_s * 1e6:
+        return False
+    if step.ts_us - prev.last_ts_us <= config.ramp_gap_s * 1e6:
+        return True  # as near as the segmenter itself chains steps the same way
+    moved = step.before[name] - prev.after[name]
+    return (moved if up else -moved) >= config.min_event_w / 3.0
 
 
 class ProvisionalTracker:

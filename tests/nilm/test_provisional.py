@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from nilm.detection import HomeEventDetector
 from nilm.learning import HomeLearner
 from nilm.provisional import Settlement
-from nilm.records import READING_COLUMNS, Event, Label, ReadingBatch
+from nilm.records import READING_COLUMNS, Event, Label, ReadingBatch, from_epoch_us
 from nilm.simulator import HouseholdSimulator, SimulatorConfig
 
 T0_US = 1_767_600_000_000_000  # 2026-01-05 08:00 UTC
@@ -212,3 +213,72 @@ def test_a_learner_snapshot_from_before_provisional_events_still_loads() -> None
     old.__setstate__(state)
     restored = pickle.loads(pickle.dumps(old))
     assert restored.on_event(_events(2)[1])[-1][1]["event_id"] == "e1"
+
+
+def _ids_shown(items: list[tuple[int, Event | Settlement]]) -> list[str]:
+    """The provisional ids in the order they were first written."""
+    ids: list[str] = []
+    for _, e in events_of(items):
+        if e.provisional and e.event_id not in ids:
+            ids.append(e.event_id)
+    return ids
+
+
+@pytest.mark.parametrize("ramp_s", [8, 15])
+def test_a_slow_linear_ramp_keeps_one_provisional_id(ramp_s: int) -> None:
+    """A ramp of 120 W/s or slower: before, each second of it was a new provisional id."""
+    climb = list(np.linspace(200.0, 2000.0, ramp_s + 1)[1:])
+    items = sample_by_sample(readings([200.0] * 60 + climb + [2000.0] * 60))
+    (final,) = finals_of(items)
+    assert final.delta_p_w == pytest.approx(1800.0, rel=0.03)
+    assert _ids_shown(items) == [final.event_id]
+    withdrawn = [i for _, x in items if isinstance(x, Settlement) for i in x.retracted]
+    assert withdrawn == []
+    growing = [e.delta_p_w for _, e in events_of(items) if e.provisional]
+    assert growing[0] < 900.0 < growing[-1]  # written again as it climbs
+
+
+def test_two_loads_a_few_seconds_apart_stay_two_provisional_events() -> None:
+    """The ramp rule joins steps only while the power keeps moving: two steady steps 8 s apart
+    are two switches, before and after the segmenter has spoken."""
+    levels = [200.0] * 60 + [700.0] * 8 + [1200.0] * 60
+    items = sample_by_sample(readings(levels))
+    finals = finals_of(items)
+    assert len(finals) == 2
+    assert _ids_shown(items) == [f.event_id for f in finals]
+
+
+REAL = sorted(
+    (Path(__file__).resolve().parents[2].parent / "shared" / "data").glob(
+        "shelly_pro3em_2025-12-12_0*.parquet"
+    )
+)
+
+
+@pytest.mark.skipif(not REAL, reason="real Shelly recording not found in ../shared/data")
+def test_a_real_slow_ramp_keeps_one_provisional_id() -> None:
+    """08:03:29 on leg b of the real recording: a load falls 110 W over 11 s (273, 260, 247, ...,
+    163 W). Before, it was shown as four ids in turn (03:33, 03:34, 03:36, then 03:29)."""
+    import pyarrow.parquet as pq
+
+    from nilm.parsing import parse_logger_rows
+
+    rows: list[dict[str, object]] = []
+    for path in REAL:
+        rows += pq.read_table(path).to_pylist()
+    real, _ = parse_logger_rows(rows, "real", "shelly")
+    step_us = int(datetime(2025, 12, 12, 8, 3, 29, tzinfo=UTC).timestamp() * 1e6)
+    window = real[(real.ts_us >= step_us - 120_000_000) & (real.ts_us < step_us + 60_000_000)]
+    det = HomeEventDetector("real", provisional=True)
+    items = [(n, x) for n in range(len(window)) for x in det.update_live(window[n : n + 1])]
+    (final,) = [e for e in finals_of(items) if e.ts == from_epoch_us(step_us)]
+    assert final.legs == "b" and final.delta_p_w == pytest.approx(-110.0, abs=10.0)
+    near = [
+        e.event_id
+        for _, e in events_of(items)
+        if e.provisional and abs(e.ts.timestamp() * 1e6 - step_us) <= 20_000_000
+    ]
+    assert set(near) == {final.event_id}
+    # and it was on screen within 5 s of the step's start, still climbing to its final size
+    first_n = next(n for n, e in events_of(items) if e.event_id == final.event_id)
+    assert (int(window.ts_us[first_n]) - step_us) / 1e6 <= 5.0
