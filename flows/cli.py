@@ -89,11 +89,24 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from dashboards.serve import run_dashboard_command
 
     settings = _settings(args, dashboard_port=args.port, dashboard_host=args.host)
+    paths = _db_paths(args.db, args.shards)
     return int(
         run_dashboard_command(
-            args.db, settings.dashboard_host, settings.dashboard_port, settings=settings
+            paths, settings.dashboard_host, settings.dashboard_port, settings=settings
         )
     )
+
+
+def _db_paths(dbs: Sequence[str], shards: int | None) -> list[str]:
+    """The files named, or with `--shards K` the K shard files of the one named (as `nilm run
+    --shards K --db DB` writes them)."""
+    if not shards or shards <= 1:
+        return list(dbs)
+    if len(dbs) != 1:
+        raise ValueError(
+            f"--shards {shards} expands one --db into its shard files; {len(dbs)} given"
+        )
+    return list(Settings(db_path=dbs[0], shards=shards).shard_paths())
 
 
 def cmd_label(args: argparse.Namespace) -> int:
@@ -244,7 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dashboard", help="browse a database that no flow holds")
-    p.add_argument("--db", required=True)
+    p.add_argument(
+        "--db",
+        required=True,
+        nargs="+",
+        help="the file, or a fleet's files (one page, a home picker)",
+    )
+    p.add_argument(
+        "--shards", type=int, default=None, help="--db is a fleet stored in this many files"
+    )
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--host", default=None)
     p.add_argument("--config", help="settings TOML")
