@@ -162,3 +162,26 @@ def test_nilm_dashboard_serves_the_shards_of_a_fleet_read_only(
     assert seen == {"homes": sorted(HOMES), "read_only": True}
     with pytest.raises(ValueError, match="one --db"):
         _db_paths(paths, 2)
+
+
+def test_nilm_label_finds_the_shard_of_the_event(
+    fleet_files: tuple[Path, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+
+    for path in fleet_files:
+        shutil.copyfile(path, tmp_path / path.name)
+    base = str(tmp_path / "fleet.duckdb")
+    paths = _db_paths([base], 2)
+    home = next(h for h in HOMES if shard_of(h, 2) == 1)
+    with duckdb.connect(paths[1], read_only=True) as con:
+        row = con.execute("SELECT min(event_id) FROM events WHERE home_id = ?", [home]).fetchone()
+    assert row is not None and row[0] is not None
+    assert main(["label", row[0], "kettle", "--db", base, "--shards", "2"]) == 0
+    assert paths[1] in capsys.readouterr().out
+    for k, path in enumerate(paths):
+        with duckdb.connect(path, read_only=True) as con:
+            labels = con.execute("SELECT event_id, device, home_id FROM labels").fetchall()
+        assert labels == ([(row[0], "kettle", home)] if k == 1 else [])
+    assert main(["label", "no-such-event", "kettle", "--db", *paths]) == 2
+    assert "none of" in capsys.readouterr().err
