@@ -192,6 +192,12 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
         "window_cpu_s": window.get("cpu_end", cpu_s()) - window.get("cpu_start", cpu0),
         "window_wall_s": window.get("cpu_end_at", time.time())
         - window.get("cpu_start_at", started),
+        "window_rows_committed": sum(
+            len(ts)
+            for v in seen.values()
+            for ts, at in v
+            if window.get("cpu_start_at", 0.0) * 1e6 <= at < window.get("cpu_end_at", 1e12) * 1e6
+        ),
         "rows_stored_total": sum(len(ts) for v in seen.values() for ts, _ in v),
     }
 
