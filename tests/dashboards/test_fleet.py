@@ -8,6 +8,7 @@ routed to their shard by `ShardedDuckDBSink`), not by hand.
 from __future__ import annotations
 
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,9 +158,12 @@ def test_nilm_dashboard_serves_the_shards_of_a_fleet_read_only(
         assert handle.fleet is not None
         seen["homes"] = handle.fleet.homes()
         seen["read_only"] = handle.fleet.read_only
+        with urllib.request.urlopen(handle.url, timeout=60) as response:  # a served session
+            page = response.read().decode()
+        seen["title"] = f"Home energy · {len(HOMES)} homes" in page
 
     assert run_dashboard_command(paths, port=0, settings=Settings(), wait=visit) == 0
-    assert seen == {"homes": sorted(HOMES), "read_only": True}
+    assert seen == {"homes": sorted(HOMES), "read_only": True, "title": True}
     with pytest.raises(ValueError, match="one --db"):
         _db_paths(paths, 2)
 
