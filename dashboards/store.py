@@ -938,15 +938,15 @@ class FleetStore:
     --------
     >>> import duckdb
     >>> from nilm.schema import SCHEMA_SQL
-    >>> shards = [duckdb.connect(), duckdb.connect()]
+    >>> shards = [duckdb.connect(":memory:fleet0"), duckdb.connect(":memory:fleet1")]
     >>> for con, home in zip(shards, ["oak", "elm"]):
     ...     _ = con.execute(SCHEMA_SQL)
     ...     _ = con.execute("INSERT INTO readings (home_id, ts) VALUES (?, now())", [home])
     >>> fleet = FleetStore(shards)
     >>> fleet.homes(), fleet.default_home
     (['elm', 'oak'], 'elm')
-    >>> fleet.store("oak").connection is shards[1]
-    True
+    >>> fleet.store("oak").connection is shards[0], fleet.store("elm").connection is shards[1]
+    (True, True)
     """
 
     def __init__(
