@@ -182,11 +182,18 @@ def bench_live(ramp: list[int], seconds: float, warmup: float, tmp: Path) -> boo
         r = live_once(n, seconds, warmup, tmp)
         keeps_up = r["p99"] is not None and r["p99"] < P99_GOAL_S and r["missing"] == 0
         cpu_per_reading_ms = 1e3 * r["cpu_s"] / max(r["rows_stored_total"], 1)
+        # In the window: CPU per reading committed then (the steady state, start-up left out;
+        # a flow that gets less than its core stores fewer, each at this cost), and so how many
+        # homes at 1 Hz a whole idle core would hold.
+        steady_ms = 1e3 * r["window_cpu_s"] / max(r["window_rows_committed"], 1)
+        capacity = 1e3 / steady_ms if steady_ms > 0 else float("inf")
         print(f"  {n:>5} homes: p50 {r['p50']:.2f} s  p90 {r['p90']:.2f} s  p99 {r['p99']:.2f} s"
               f"  max {r['max_s']:.2f} s; {r['stored']:,} of {r['readings_in_window']:,} "
               f"readings of the window stored; flow CPU {r['cpu_s']:.1f} s in {r['wall_s']:.0f} s "
               f"({100 * r['cpu_s'] / r['wall_s']:.0f} % of its core; "
-              f"{cpu_per_reading_ms:.2f} ms CPU per reading, start-up included) -> "
+              f"{cpu_per_reading_ms:.2f} ms CPU per reading, start-up included); in the "
+              f"window {steady_ms:.2f} ms CPU per reading stored, so a whole idle core would "
+              f"hold ~{capacity:,.0f} homes -> "
               f"{'keeps up' if keeps_up else 'falls behind'}")  # fmt: skip
         if not keeps_up:
             break

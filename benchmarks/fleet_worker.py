@@ -160,7 +160,13 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
             return time.time() >= give_up
         window.setdefault("start", first + args.warmup)
         window.setdefault("end", first + args.warmup + args.seconds)
-        return time.time() >= window["end"]
+        now = time.time()
+        # The CPU the flow spends within the window: the steady state, without start-up.
+        if now >= window["start"] and "cpu_start" not in window:
+            window["cpu_start"], window["cpu_start_at"] = cpu_s(), now
+        if now >= window["end"] and "cpu_end" not in window:
+            window["cpu_end"], window["cpu_end_at"] = cpu_s(), now
+        return now >= window["end"]
 
     # `fleet_flow` as `nilm run` builds it, with the sink's partitions timed.
     source = StoppableSource(FleetAgentSource(homes), stop)
@@ -183,6 +189,15 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s": cpu,
         "wall_s": time.time() - started,
         "window_s": window["end"] - window["start"],
+        "window_cpu_s": window.get("cpu_end", cpu_s()) - window.get("cpu_start", cpu0),
+        "window_wall_s": window.get("cpu_end_at", time.time())
+        - window.get("cpu_start_at", started),
+        "window_rows_committed": sum(
+            len(ts)
+            for v in seen.values()
+            for ts, at in v
+            if window.get("cpu_start_at", 0.0) * 1e6 <= at < window.get("cpu_end_at", 1e12) * 1e6
+        ),
         "rows_stored_total": sum(len(ts) for v in seen.values() for ts, _ in v),
     }
 

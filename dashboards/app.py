@@ -1,8 +1,10 @@
 """App assembly: one page with a tab per view, refreshed every couple of seconds.
 
 `build_app(store)` builds one browser session's page; `dashboards.serve` serves it from the
-process that owns the database. Under `panel serve dashboards/app.py` (set `NILM_DB_PATH`) the
-module serves a file read-only itself; importing it does nothing, so tests can.
+process that owns the database. Over a fleet (a `FleetStore` of one or more files) the page has a
+home picker when there is more than one home, and every page shows the picked home. Under
+`panel serve dashboards/app.py` (set `NILM_DB_PATH`, several files separated by `:`) the module
+serves the file(s) read-only itself; importing it does nothing, so tests can.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dashboards.events import EventLog
 from dashboards.health import HealthView
 from dashboards.label import LabellingQueue
 from dashboards.live import LivePowerView
-from dashboards.store import DataStore
+from dashboards.store import DataStore, FleetStore
 from dashboards.unknowns import UnknownsView
 from dashboards.widgets import LIVE_WINDOWS, DevicePalette, Selection
 
@@ -30,6 +32,7 @@ PAGES = ("Live", "Events", "Label", "Devices", "Unknowns & health")
 # the other pages every `SLOW_EVERY` ticks.
 REFRESH_MS = 1000
 SLOW_EVERY = 2
+HOMES_EVERY = 30
 
 pn.extension("tabulator", design="bootstrap", notifications=False)
 
@@ -37,12 +40,31 @@ pn.extension("tabulator", design="bootstrap", notifications=False)
 class DashboardApp:
     """The views of one session, the tabs that hold them and their periodic refresh."""
 
-    def __init__(self, store: DataStore, read_only: bool = False, window: str = "1 h") -> None:
+    def __init__(
+        self,
+        store: DataStore | FleetStore,
+        read_only: bool = False,
+        window: str = "1 h",
+        home: str | None = None,
+    ) -> None:
+        self.fleet = store if isinstance(store, FleetStore) else None
+        if isinstance(store, FleetStore):
+            homes = store.homes()
+            store = store.store(home if home in homes else None)
+        else:
+            homes = [store.home_id]
         self.store = store
         self.read_only = read_only
         self.selection = Selection()
         self.palette = DevicePalette(store.device_names())
         self.live = LivePowerView(store, self.palette, self.selection, window=window)
+        # Only a fleet of more than one home has a picker; switching rebuilds the views over
+        # the picked home's store (each view holds its store), so no page shows the old home.
+        self.home_picker = pn.widgets.Select(
+            label="Home", options=homes, value=store.home_id, width=220,
+            visible=len(homes) > 1,
+        )  # fmt: skip
+        self.home_picker.param.watch(self._home_picked, "value")
         # The other pages are built when first opened: a first load draws the live chart only.
         self._views: dict[str, Any] = {}
         self._slots = {page: pn.Column(sizing_mode="stretch_width") for page in PAGES[1:]}
@@ -54,12 +76,53 @@ class DashboardApp:
         )
         self.selection.param.watch(self._go_to_page, "page")
         self.tabs.param.watch(self._page_opened, "active")
-        title = f"Home energy · {store.home_id}" + (" · read-only" if read_only else "")
+        title = (
+            f"Home energy · {store.home_id}"
+            if len(homes) <= 1
+            else f"Home energy · {len(homes)} homes"
+        ) + (" · read-only" if read_only else "")
         self.template = pn.template.BootstrapTemplate(
-            title=title, main=[self.tabs], header_background="#1f3b73", collapsed_sidebar=True
+            title=title,
+            header=[self.home_picker],
+            main=[self.tabs],
+            header_background="#1f3b73",
+            collapsed_sidebar=True,
         )
         self._callback: Any = None
         self._ticks = 0
+
+    def show_home(self, home_id: str) -> None:
+        """Show `home_id` on every page (what picking it does)."""
+        if self.fleet is None or home_id == self.store.home_id:
+            return
+        self.store = self.fleet.store(home_id)
+        self.palette = DevicePalette(self.store.device_names())
+        self.live = LivePowerView(
+            self.store, self.palette, self.selection, window=self.live.window.value
+        )
+        self._views = {}
+        for slot in self._slots.values():
+            slot.objects = []
+        self.tabs[0] = ("Live", self.live)
+        if self.home_picker.value != home_id:
+            self.home_picker.value = home_id
+        self._fill(PAGES[self.tabs.active])
+
+    def _home_picked(self, event: Any) -> None:
+        try:
+            self.show_home(event.new)
+        except Exception:  # a failed switch must not kill the session
+            log.exception("showing home %s", event.new)
+
+    def _update_homes(self) -> None:
+        if self.fleet is None:
+            return
+        homes = self.fleet.homes()
+        if self.store.home_id not in homes:
+            homes = sorted([*homes, self.store.home_id])
+        if homes != list(self.home_picker.options):
+            self.home_picker.options = homes
+            self.home_picker.visible = len(homes) > 1
 
     def _view(self, name: str) -> Any:
         if name not in self._views:
@@ -144,6 +207,11 @@ class DashboardApp:
         self._ticks += 1
         if PAGES[self.tabs.active] == "Live" or self._ticks % SLOW_EVERY == 0:
             self.refresh()
+        if self._ticks % HOMES_EVERY == 0:  # a home that joins the fleet shows in the picker
+            try:
+                self._update_homes()
+            except Exception:
+                log.exception("listing the homes")
 
     def refresh(self) -> None:
         """Refresh the page in sight (and the live figure, which the header shows)."""
@@ -190,16 +258,21 @@ def _url_arg(name: str) -> str | None:
 
 
 def build_app(
-    store: DataStore, read_only: bool = False, window: str = "1 h", page: str = "Live"
+    store: DataStore | FleetStore,
+    read_only: bool = False,
+    window: str = "1 h",
+    page: str = "Live",
+    home: str | None = None,
 ) -> pn.template.BootstrapTemplate:
-    """One session's page over `store`; refreshes itself when served.
+    """One session's page over `store` (one home, or a fleet's); refreshes itself when served.
 
-    The page's URL may choose the live window (`?window=30 days`) and the page
-    (`?page=Devices`); they override `window` and `page`.
+    The page's URL may choose the live window (`?window=30 days`), the page (`?page=Devices`)
+    and the home (`?home=oak-12`); they override `window`, `page` and `home`.
     """
     asked = _url_arg("window")
     window = asked if asked in LIVE_WINDOWS else window
-    app = DashboardApp(store, read_only, window=window)
+    home = _url_arg("home") or home
+    app = DashboardApp(store, read_only, window=window, home=home)
     asked = _url_arg("page")
     page = asked if asked in PAGES else page
     if page != "Live":
@@ -215,9 +288,11 @@ def _served_app() -> Any:  # pragma: no cover - only under `panel serve`
 
     import duckdb
 
-    path = os.environ.get("NILM_DB_PATH", "nilm.duckdb")
+    # Several files (a fleet's shards) are separated like PATH: a.duckdb:b.duckdb.
+    paths = os.environ.get("NILM_DB_PATH", "nilm.duckdb").split(os.pathsep)
     store = pn.state.as_cached(
-        "nilm-store", lambda: DataStore(duckdb.connect(path, read_only=True))
+        "nilm-store",
+        lambda: FleetStore([duckdb.connect(p, read_only=True) for p in paths]),
     )
     return build_app(store, read_only=True)
 

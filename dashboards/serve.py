@@ -24,14 +24,14 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import panel as pn
 
-from dashboards.store import DataStore
+from dashboards.store import DataStore, FleetStore
 from nilm.settings import Settings, load_settings
 
 __all__ = [
@@ -80,8 +80,9 @@ class DashboardHandle:
     port: int
     store: DataStore
     _thread: Any
-    _sidecar: Path | None = None
+    _sidecars: list[Path] = dataclasses.field(default_factory=list)
     _stopped: bool = False
+    fleet: FleetStore | None = None
 
     def stop(self) -> None:
         if self._stopped:
@@ -93,9 +94,11 @@ class DashboardHandle:
             log.debug("stopping the dashboard server", exc_info=True)
         self._thread.join(timeout=10)
         self.store.close()
-        if self._sidecar is not None:
+        if self.fleet is not None:
+            self.fleet.close()
+        for sidecar in self._sidecars:
             with contextlib.suppress(OSError):
-                self._sidecar.unlink()
+                sidecar.unlink()
         log.info("dashboard at %s stopped", self.url)
 
     def __enter__(self) -> DashboardHandle:
@@ -166,7 +169,7 @@ def _pick_home(connection: duckdb.DuckDBPyConnection, preferred: str) -> str | N
 
 
 def start_dashboard(
-    connection: duckdb.DuckDBPyConnection,
+    connection: duckdb.DuckDBPyConnection | Sequence[duckdb.DuckDBPyConnection],
     settings: Settings,
     read_only: bool = False,
     app_factory: Callable[[DataStore], Any] | None = None,
@@ -176,7 +179,9 @@ def start_dashboard(
     Parameters
     ----------
     connection
-        This process's DuckDB connection; the dashboard takes a cursor of it per thread.
+        This process's DuckDB connection, or one per file of a fleet (its shards, in order:
+        the page then has a home picker over every home of every file); the dashboard takes a
+        cursor of each per thread.
     settings
         `dashboard_host` (127.0.0.1 by default; another address needs `dashboard_token`),
         `dashboard_port` (0 picks a free port), `dashboard_token`, `home_id`.
@@ -198,17 +203,24 @@ def start_dashboard(
     port = settings.dashboard_port or _free_port(host)
     _check_port(host, port)
 
-    store = DataStore(connection, home_id=_pick_home(connection, settings.home_id))
-    if app_factory is None:
-        from dashboards.app import build_app
-
-        def app_factory(s: DataStore) -> Any:
-            return build_app(s, read_only=read_only or s.read_only)
-
-    factory = app_factory
+    connections = (
+        [connection] if isinstance(connection, duckdb.DuckDBPyConnection) else list(connection)
+    )
+    fleet: FleetStore | None = None
+    if len(connections) == 1:
+        store = DataStore(connections[0], home_id=_pick_home(connections[0], settings.home_id))
+    else:
+        fleet = FleetStore(connections, preferred=settings.home_id)
+        store = fleet.store()
 
     def session() -> Any:
-        return factory(store)
+        if app_factory is not None:
+            return app_factory(store)
+        from dashboards.app import build_app
+
+        if fleet is not None:
+            return build_app(fleet, read_only=read_only or fleet.read_only)
+        return build_app(store, read_only=read_only or store.read_only)
 
     origins = (
         [f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
@@ -239,20 +251,24 @@ def start_dashboard(
         with contextlib.suppress(Exception):
             thread.stop()
         store.close()
+        if fleet is not None:
+            fleet.close()
         raise
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}/"
-    sidecar = None
-    db_path = _database_path(connection)
-    if db_path and not (read_only or store.read_only):
+    sidecars = []
+    for con in connections:
+        db_path = _database_path(con)
+        if not db_path or read_only or store.read_only:
+            continue
         sidecar = sidecar_path(db_path)
         try:
             sidecar.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+            sidecars.append(sidecar)
         except OSError:
             log.warning("could not write %s; 'nilm dashboard' will not know this URL", sidecar)
-            sidecar = None
     log.info("dashboard at %s%s", url, " (password required)" if token else "")
-    return DashboardHandle(url, host, port, store, thread, sidecar)
+    return DashboardHandle(url, host, port, store, thread, sidecars, fleet=fleet)
 
 
 def _owner_url(db_path: Path) -> str | None:
@@ -266,23 +282,38 @@ def _owner_url(db_path: Path) -> str | None:
 
 
 def run_dashboard_command(
-    db_path: str | Path,
+    db_path: str | Path | Sequence[str | Path],
     host: str = "127.0.0.1",
     port: int = 5006,
     settings: Settings | None = None,
     wait: Callable[[DashboardHandle], None] | None = None,
 ) -> int:
-    """`nilm dashboard --db DB [--port P]`: browse a database no flow is running on.
+    """`nilm dashboard --db DB... [--port P]`: browse databases no flow is running on.
 
-    Opens the file read-only and serves until interrupted (or until `wait(handle)` returns).
-    Returns 0 after serving; 2 when the file is missing or the address is refused; 3 when a
-    flow holds the file, after saying which URL to open instead.
+    Several files (a fleet's shards) are shown together, with a home picker. Opens every file
+    read-only and serves until interrupted (or until `wait(handle)` returns). Returns 0 after
+    serving; 2 when a file is missing or the address is refused; 3 when a flow holds a file,
+    after saying which URL to open instead.
     """
+    paths = [Path(db_path)] if isinstance(db_path, str | Path) else [Path(p) for p in db_path]
     settings = settings or load_settings()
     settings = dataclasses.replace(
-        settings, dashboard_host=host, dashboard_port=port, db_path=str(db_path)
+        settings, dashboard_host=host, dashboard_port=port, db_path=str(paths[0])
     )
-    path = Path(db_path)
+    connections: list[duckdb.DuckDBPyConnection] = []
+    try:
+        for path in paths:
+            code = _open_read_only(path, connections)
+            if code:
+                return code
+        return _serve_read_only(connections, settings, wait)
+    finally:
+        for con in connections:
+            con.close()
+
+
+def _open_read_only(path: Path, opened: list[duckdb.DuckDBPyConnection]) -> int:
+    """Opens `path` read-only into `opened`; else says why and returns the exit code."""
     if not path.exists():
         print(
             f"nilm dashboard: no database at {path}. Create one with 'nilm demo --db {path}' "
@@ -291,7 +322,7 @@ def run_dashboard_command(
         )
         return 2
     try:
-        connection = duckdb.connect(str(path), read_only=True)
+        opened.append(duckdb.connect(str(path), read_only=True))
     except duckdb.IOException as err:
         if "lock" not in str(err).lower():
             print(f"nilm dashboard: cannot open {path}: {err}", file=sys.stderr)
@@ -309,10 +340,17 @@ def run_dashboard_command(
             file=sys.stderr,
         )
         return 3
+    return 0
+
+
+def _serve_read_only(
+    connections: list[duckdb.DuckDBPyConnection],
+    settings: Settings,
+    wait: Callable[[DashboardHandle], None] | None,
+) -> int:
     try:
-        handle = start_dashboard(connection, settings, read_only=True)
+        handle = start_dashboard(connections, settings, read_only=True)
     except DashboardRefused as err:
-        connection.close()
         print(f"nilm dashboard: {err}", file=sys.stderr)
         return 2
     print(f"Dashboard (read-only) on {handle.url} — Ctrl-C stops it.", flush=True)
@@ -333,5 +371,4 @@ def run_dashboard_command(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         handle.stop()
-        connection.close()
     return 0

@@ -36,6 +36,7 @@ __all__ = [
     "LEG_CHOICES",
     "RESOLUTIONS",
     "DataStore",
+    "FleetStore",
     "LabelRejected",
     "PowerView",
     "RangeProblem",
@@ -167,6 +168,17 @@ def _to_naive_utc(us: pd.Series) -> pd.Series:
     if us.isna().any():
         return pd.to_datetime(us.astype("float64"), unit="us")
     return pd.to_datetime(us.astype("int64"), unit="us")
+
+
+def _is_read_only(connection: duckdb.DuckDBPyConnection) -> bool:
+    cur = connection.cursor()
+    try:
+        row = cur.execute(
+            "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
+        ).fetchone()
+    finally:
+        cur.close()
+    return bool(row and row[0])
 
 
 def _fmt(ts: datetime) -> str:
@@ -604,7 +616,7 @@ class DataStore:
                 .execute(
                     "SELECT DISTINCT device FROM ("
                     "SELECT device FROM events WHERE home_id = $home AND device IS NOT NULL "
-                    "UNION ALL SELECT device FROM labels "
+                    "UNION ALL SELECT device FROM labels WHERE coalesce(home_id, $home) = $home "
                     "UNION ALL SELECT name FROM clusters WHERE home_id = $home "
                     "AND name IS NOT NULL "
                     "UNION ALL SELECT device FROM activations WHERE home_id = $home "
@@ -719,8 +731,8 @@ class DataStore:
         """The latest confirmations, newest first."""
         frame = self._query(
             "SELECT label_id, event_id, device, epoch_us(created_at) AS created_us, home_id, "
-            "source FROM labels ORDER BY label_id DESC LIMIT ?",
-            [int(limit)],
+            "source FROM labels WHERE coalesce(home_id, ?) = ? ORDER BY label_id DESC LIMIT ?",
+            [self.home_id, self.home_id, int(limit)],
         )
         frame.insert(1, "created_at", _to_naive_utc(frame.pop("created_us")))
         return frame
@@ -914,3 +926,123 @@ class DataStore:
             return frame
 
         return self._cached(("alerts", self.home_id), self.live_ttl_s * 5, compute)
+
+
+class FleetStore:
+    """The homes of one or more DuckDB files (a fleet's shards) and a `DataStore` for each.
+
+    A fleet stores each home in one file (`Settings.shard_paths`), so a home's store queries
+    and labels through that file's connection: a label lands in the `labels` table of the
+    shard whose flow partition learns it.
+
+    Parameters
+    ----------
+    connections
+        One connection per file, in shard order; the stores take a cursor of each per thread.
+    preferred
+        The home shown first when the files hold it (else the first home by id).
+    clock, live_ttl_s, history_ttl_s
+        Passed to every `DataStore`.
+    homes_ttl_s
+        How long the list of homes is reused (listing scans every file's readings).
+
+    Examples
+    --------
+    >>> import duckdb
+    >>> from nilm.schema import SCHEMA_SQL
+    >>> shards = [duckdb.connect(":memory:fleet0"), duckdb.connect(":memory:fleet1")]
+    >>> for con, home in zip(shards, ["oak", "elm"]):
+    ...     _ = con.execute(SCHEMA_SQL)
+    ...     _ = con.execute("INSERT INTO readings (home_id, ts) VALUES (?, now())", [home])
+    >>> fleet = FleetStore(shards)
+    >>> fleet.homes(), fleet.default_home
+    (['elm', 'oak'], 'elm')
+    >>> fleet.store("oak").connection is shards[0], fleet.store("elm").connection is shards[1]
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        connections: list[duckdb.DuckDBPyConnection] | tuple[duckdb.DuckDBPyConnection, ...],
+        preferred: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+        live_ttl_s: float = 1.0,
+        history_ttl_s: float = 300.0,
+        homes_ttl_s: float = 30.0,
+    ) -> None:
+        if not connections:
+            raise ValueError("a fleet store needs at least one database connection")
+        self.connections = list(connections)
+        self.preferred = preferred
+        self.clock = clock
+        self.live_ttl_s = live_ttl_s
+        self.history_ttl_s = history_ttl_s
+        self.homes_ttl_s = homes_ttl_s
+        self._lock = threading.Lock()
+        self._stores: dict[tuple[int, str | None], DataStore] = {}
+        self._shard_of: dict[str, int] = {}
+        self._listed_until = -math.inf
+
+    def _listing(self) -> dict[str, int]:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._listed_until:
+                return dict(self._shard_of)
+        found: dict[str, int] = {}
+        for k, con in enumerate(self.connections):
+            cur = con.cursor()
+            try:
+                rows = cur.execute(
+                    "SELECT DISTINCT home_id FROM readings "
+                    "UNION SELECT DISTINCT home_id FROM events"
+                ).fetchall()
+            finally:
+                cur.close()
+            for (home,) in rows:
+                found.setdefault(str(home), k)
+        with self._lock:
+            self._shard_of = found
+            self._listed_until = now + self.homes_ttl_s
+        return dict(found)
+
+    def homes(self) -> list[str]:
+        """Every home with readings or events in any of the files, sorted by id."""
+        return sorted(self._listing())
+
+    @property
+    def default_home(self) -> str | None:
+        """The home a new page shows: the preferred one if stored, else the first by id."""
+        listing = self._listing()
+        if self.preferred is not None and (self.preferred in listing or not listing):
+            return self.preferred
+        return min(listing) if listing else None
+
+    def store(self, home_id: str | None = None) -> DataStore:
+        """The store of `home_id` (default: `default_home`), over the file that holds it.
+
+        A home not (yet) in any file is shown from the first file, empty until it arrives.
+        """
+        home = home_id if home_id is not None else self.default_home
+        shard = self._listing().get(home, 0) if home is not None else 0
+        key = (shard, home)
+        with self._lock:
+            existing = self._stores.get(key)
+        if existing is not None:
+            return existing
+        made = DataStore(
+            self.connections[shard], home, self.clock, self.live_ttl_s, self.history_ttl_s
+        )
+        with self._lock:
+            return self._stores.setdefault(key, made)
+
+    @property
+    def read_only(self) -> bool:
+        """Whether no label can be stored (every file is open read-only)."""
+        return all(_is_read_only(con) for con in self.connections)
+
+    def close(self) -> None:
+        """Close the cursors the stores opened (not the connections given)."""
+        with self._lock:
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            store.close()

@@ -11,7 +11,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from flows.sources import (
     count_rows,
     stored_labels,
 )
-from nilm.settings import Settings, shard_of
+from nilm.settings import Settings
 from nilm.simulator import SimulatorConfig
 
 __all__ = ["ReplaySummary", "recovery_config", "replay", "run_demo", "run_live"]
@@ -103,7 +103,9 @@ def replay(paths: list[Path], settings: Settings, progress: bool = True) -> Repl
     )
 
 
-def _start_dashboard(con: duckdb.DuckDBPyConnection, settings: Settings) -> Any:
+def _start_dashboard(
+    con: duckdb.DuckDBPyConnection | Sequence[duckdb.DuckDBPyConnection], settings: Settings
+) -> Any:
     try:
         from dashboards.serve import start_dashboard
     except ImportError as err:  # the dashboard is optional for headless runs
@@ -247,9 +249,10 @@ def run_live(
         try:
             if owner:
                 first = settings.home_list()[0].home_id
-                shown = connections[shard_of(first, settings.shards)]
                 publishers = start_publishers(connections, settings)
-                dashboard = _start_dashboard(shown, settings)
+                # One page over every shard, with a home picker; the first home shown first.
+                shown = replace(settings, home_id=first)
+                dashboard = _start_dashboard([connections[k] for k in sorted(connections)], shown)
                 for path in settings.shard_paths():
                     print(f"database   {Path(path).resolve()}")
                 print(f"dashboard  {getattr(dashboard, 'url', None) or 'not served'}")

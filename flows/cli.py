@@ -89,24 +89,45 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from dashboards.serve import run_dashboard_command
 
     settings = _settings(args, dashboard_port=args.port, dashboard_host=args.host)
+    paths = _db_paths(args.db, args.shards)
     return int(
         run_dashboard_command(
-            args.db, settings.dashboard_host, settings.dashboard_port, settings=settings
+            paths, settings.dashboard_host, settings.dashboard_port, settings=settings
         )
     )
 
 
+def _db_paths(dbs: Sequence[str], shards: int | None) -> list[str]:
+    """The files named, or with `--shards K` the K shard files of the one named (as `nilm run
+    --shards K --db DB` writes them)."""
+    if not shards or shards <= 1:
+        return list(dbs)
+    if len(dbs) != 1:
+        raise ValueError(
+            f"--shards {shards} expands one --db into its shard files; {len(dbs)} given"
+        )
+    return list(Settings(db_path=dbs[0], shards=shards).shard_paths())
+
+
 def cmd_label(args: argparse.Namespace) -> int:
-    from dashboards.store import DataStore
+    from dashboards.store import DataStore, UnknownEvent
     from flows.database import open_database
 
-    con = open_database(args.db)
-    try:
-        label_id = DataStore(con).confirm_label(args.event_id, args.device)
-    finally:
-        con.close()
-    print(f"label {label_id}: event {args.event_id} is {args.device!r}")
-    return 0
+    paths = _db_paths(args.db, args.shards)
+    for path in paths:  # a fleet's event is in the one shard that stores its home
+        con = open_database(path)
+        try:
+            store = DataStore(con)
+            held = con.execute("SELECT 1 FROM events WHERE event_id = ?", [args.event_id])
+            if held.fetchone() is None and len(paths) > 1:
+                continue
+            label_id = store.confirm_label(args.event_id, args.device)
+        finally:
+            con.close()
+        where = f" in {path}" if len(paths) > 1 else ""
+        print(f"label {label_id}: event {args.event_id} is {args.device!r}{where}")
+        return 0
+    raise UnknownEvent(f"event {args.event_id!r} is in none of {', '.join(paths)}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -143,7 +164,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        run_retrain(args.db, args.model, args.out, args.home, settings.utc_offset_s)
+        db = args.db
+        if args.shards and args.shards > 1:
+            if not args.home:
+                raise ValueError(f"--shards {args.shards}: name the home to retrain with --home")
+            db = Settings(db_path=args.db, shards=args.shards).db_path_for(args.home)
+        run_retrain(db, args.model, args.out, args.home, settings.utc_offset_s)
     except DatabaseLocked as err:
         print(
             f"nilm retrain: {err}. Retraining reads the whole database: stop the flow, or "
@@ -244,7 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dashboard", help="browse a database that no flow holds")
-    p.add_argument("--db", required=True)
+    p.add_argument(
+        "--db",
+        required=True,
+        nargs="+",
+        help="the file, or a fleet's files (one page, a home picker)",
+    )
+    p.add_argument(
+        "--shards", type=int, default=None, help="--db is a fleet stored in this many files"
+    )
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--host", default=None)
     p.add_argument("--config", help="settings TOML")
@@ -253,7 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="confirm or correct one event's device")
     p.add_argument("event_id")
     p.add_argument("device")
-    p.add_argument("--db", required=True)
+    p.add_argument("--db", required=True, nargs="+", help="the file, or a fleet's files")
+    p.add_argument(
+        "--shards", type=int, default=None, help="--db is a fleet stored in this many files"
+    )
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("eval", help="accuracy figures on readings with ground truth")
@@ -299,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="model file to write (batch_model_path)")
     p.add_argument("--home", default=None, help="home id (default: the only one in DB)")
+    p.add_argument(
+        "--shards", type=int, default=None, help="DB is a fleet in this many files (needs --home)"
+    )
     p.add_argument("--config", help="settings TOML (for utc_offset_s)")
     p.set_defaults(func=cmd_retrain)
     return parser

@@ -47,7 +47,12 @@ class NoveltyDetector:
     ----------
     window_events
         HalfSpaceTrees' window, in events (it scores 0 until the first window has filled, so
-        `rarity` is taken as 1 until then: everything is new in a new home).
+        `rarity` is taken as 1 until then: everything is new in a new home). While
+        `rarity_weight` is 0 the trees are grown only when `rarity` is asked for: the last
+        three windows of events are kept instead and replayed then, which gives the same
+        trees and scores (a window's masses depend on that window's events only). Growing 25
+        trees takes about half a second and they pickle to most of a home's snapshot, which
+        limited how many homes one core serves.
     n_trees, height
         HalfSpaceTrees' size.
     distance_scale
@@ -111,6 +116,10 @@ class NoveltyDetector:
             limits=limits,
             seed=seed,
         )
+        # Whether the trees have learned every event; until then `pending` holds the latest
+        # events' density features (enough to grow the trees exactly, see `_grow_trees`).
+        self.trees_grown = False
+        self.pending: deque[tuple[float, ...]] = deque(maxlen=3 * window_events)
         self.n_learned = 0
         # The trees' raw scores of the last window of events: rarity is a rank among them, since
         # raw scores crowd into a narrow band whose place depends on the home.
@@ -120,6 +129,12 @@ class NoveltyDetector:
         self.keys: list[str] = []
         self.labelled: dict[str, npt.NDArray[np.float64]] = {}
         self.spread: dict[str, float] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # snapshots from before lazy trees fed the trees every event
+        self.__dict__.setdefault("trees_grown", True)
+        self.__dict__.setdefault("pending", deque(maxlen=3 * self.window_events))
 
     def clone(self) -> NoveltyDetector:
         return NoveltyDetector(
@@ -138,10 +153,41 @@ class NoveltyDetector:
     def learn_one(self, x: dict[str, float]) -> None:
         """Add an event to the density (every event, labelled or not)."""
         z = _inside(x)
+        if self.trees_grown or self.rarity_weight != 0:
+            self._grow_trees()
+            self._learn_trees(z)
+        else:
+            self.pending.append(tuple(z[k] for k in DENSITY_FEATURES))
+            self.n_learned += 1
+
+    def _learn_trees(self, z: dict[str, float]) -> None:
         if self.n_learned >= self.window_events:
             self.recent_scores.append(float(self.trees.score_one(z)))
         self.trees.learn_one(z)
         self.n_learned += 1
+
+    def _grow_trees(self) -> None:
+        """Feed the trees the pending events, as if they had learned every event.
+
+        A window's masses are its own events' counts, and the last window's scores were taken
+        against the window before theirs: so replaying from the start of the window before
+        that (at most three windows back, window-aligned) gives the same trees and scores.
+        """
+        if self.trees_grown:
+            return
+        w, n = self.window_events, self.n_learned
+        start = max(0, ((n - w) // w - 1) * w)
+        events = list(self.pending)[len(self.pending) - (n - start) :]
+        self.n_learned = start
+        for values in events:
+            z = dict(zip(DENSITY_FEATURES, values, strict=True))
+            if self.n_learned >= start + w:  # the trees have a reference window
+                self._learn_trees(z)
+            else:
+                self.trees.learn_one(z)
+                self.n_learned += 1
+        self.pending.clear()
+        self.trees_grown = True
 
     def learn_label(self, x: dict[str, float], device: str) -> None:
         """Remember a confirmed event of `device`, and re-measure that device's spread."""
@@ -164,7 +210,10 @@ class NoveltyDetector:
 
         1 until the trees' first window has filled (everything is new in a new home).
         """
-        if self.n_learned < self.window_events or not self.recent_scores:
+        if self.n_learned < self.window_events:
+            return 1.0
+        self._grow_trees()
+        if not self.recent_scores:
             return 1.0
         raw = float(self.trees.score_one(_inside(x)))
         below = sum(1 for r in self.recent_scores if r < raw)
@@ -194,8 +243,9 @@ class NoveltyDetector:
         return distances[device], device
 
     def score_one(self, x: dict[str, float]) -> NoveltyScore:
-        """How new `x` is; changes nothing."""
-        rarity = self.rarity(x)
+        """How new `x` is (`rarity` is nan while `rarity_weight` is 0: not consulted); changes
+        nothing the scores depend on."""
+        rarity = self.rarity(x) if self.rarity_weight != 0 else math.nan
         distance, _ = self.label_distance(x)
         far = 1.0
         if not math.isinf(distance):
