@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from nilm.labelling import clean_device_name
-from nilm.now import OPEN_ACTIVATIONS_SQL, NowSnapshot, what_is_on
+from nilm.now import MINUTE_POWER_SQL, OPEN_ACTIVATIONS_SQL, NowSnapshot, what_is_on
+from nilm.pairing import always_on_base_w
 
 # A label whose event_id is "cluster:<cluster_id>" names a whole unknown-device cluster; the
 # learner (nilm.learning.CLUSTER_LABEL_PREFIX) reads it so. Kept here as a string so the
@@ -445,17 +446,13 @@ class DataStore:
             bounds = self.data_bounds()
             if bounds is None:
                 return 0.0
-            row = (
+            rows = (
                 self._cursor()
-                .execute(
-                    "SELECT quantile_cont(p, 0.02) FROM (SELECT avg(a_act_power + b_act_power) "
-                    "AS p FROM readings WHERE home_id = $home AND ts >= $lo "
-                    "GROUP BY epoch_us(ts) // 60000000)",
-                    {"home": self.home_id, "lo": bounds[1] - timedelta(days=1)},
-                )
-                .fetchone()
+                .execute(MINUTE_POWER_SQL, {"home_id": self.home_id, "latest": bounds[1]})
+                .fetchall()
             )
-            return float(row[0]) if row and row[0] is not None else 0.0
+            base = always_on_base_w([r[0] for r in rows if r[0] is not None])
+            return 0.0 if math.isnan(base) else base
 
         # The base moves over hours: a minute's reuse costs nothing a person would see.
         return self._cached(("always_on", self.home_id), 60.0, compute)

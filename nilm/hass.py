@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from nilm.now import OPEN_ACTIVATIONS_SQL, NowSnapshot
+from nilm.now import MINUTE_POWER_SQL, OPEN_ACTIVATIONS_SQL, NowSnapshot
 
 __all__ = [
     "APPLIANCES_SQL",
@@ -236,13 +236,6 @@ SELECT count(*) FROM events e WHERE e.home_id = $home_id AND NOT coalesce(e.labe
 LATEST_LEGS_SQL = """
 SELECT ts, a_act_power, b_act_power FROM readings
 WHERE home_id = $home_id AND ts >= $since ORDER BY ts DESC LIMIT 1
-"""
-
-# One-minute mean whole-house power over the day before `$latest`, for the always-on base.
-MINUTE_POWER_SQL = """
-SELECT avg(a_act_power + b_act_power) AS p FROM readings
-WHERE home_id = $home_id AND ts > $latest - INTERVAL 1 DAY AND ts <= $latest
-GROUP BY epoch_us(ts) // 60000000
 """
 
 # Health alerts after a (ts, alert_id) position, oldest first.

@@ -13,10 +13,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["OPEN_ACTIVATIONS_SQL", "UNKNOWN_DEVICE", "NowSnapshot", "RunningDevice", "what_is_on"]
+__all__ = [
+    "MINUTE_POWER_SQL",
+    "OPEN_ACTIVATIONS_SQL",
+    "UNKNOWN_DEVICE",
+    "NowSnapshot",
+    "RunningDevice",
+    "what_is_on",
+]
 
 # The name shown for a run whose device is not recognised (yet).
 UNKNOWN_DEVICE = "(unknown)"
+
+# One-minute mean whole-house power over the day before `$latest`, for the always-on base
+# (`nilm.pairing.always_on_base_w` of them; the Live page and Home Assistant show the same).
+MINUTE_POWER_SQL = """
+SELECT avg(a_act_power + b_act_power) AS p FROM readings
+WHERE home_id = $home_id AND ts > $latest - INTERVAL 1 DAY AND ts <= $latest
+GROUP BY epoch_us(ts) // 60000000
+"""
 
 # Runs of a home that are open now: started, not closed, not given up. `$home_id` is bound by the
 # caller; a run is the device its on event was last confirmed as (a label is the truth), else
