@@ -17,17 +17,15 @@ import duckdb
 import panel as pn
 import pytest
 from bokeh.document import Document
-from bytewax.testing import run_main
 
 from dashboards.app import PAGES, build_app
 from dashboards.serve import DashboardHandle, run_dashboard_command
 from dashboards.store import DataStore, FleetStore
 from flows.cli import _db_paths
-from flows.database import open_database
-from flows.fleet import FleetReplaySource, fleet_flow
 from flows.recordings import write_simulation
 from nilm.settings import Settings, shard_of
 from nilm.simulator import SimulatorConfig
+from tests.flows.test_fleet import replay_into_shards
 
 HOMES = ("h-a", "h-b", "h-c", "h-d")  # shard_of puts them in both of 2 shards
 FIXED_NOW = datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
@@ -46,13 +44,7 @@ def fleet_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ...]:
         files[home] = [path]
     settings = Settings(db_path=str(tmp / "fleet.duckdb"), shards=2)
     assert {shard_of(h, 2) for h in HOMES} == {0, 1}
-    connections = {k: open_database(p) for k, p in enumerate(settings.shard_paths())}
-    try:
-        source = FleetReplaySource(files, chunk_rows=1800)
-        run_main(fleet_flow(settings, connections, readings=source, follow_labels=False))
-    finally:
-        for con in connections.values():
-            con.close()
+    replay_into_shards(settings, files)
     return tuple(Path(p) for p in settings.shard_paths())
 
 

@@ -108,12 +108,8 @@ def _simulated_homes(tmp_path: Path, homes: list[str], hours: float) -> dict[str
     return files
 
 
-def test_rows_of_each_home_land_once_in_the_shard_that_stores_it(tmp_path: Path) -> None:
-    homes = ["h-a", "h-b", "h-c", "h-d"]
-    files = _simulated_homes(tmp_path, homes, hours=3)
-    settings = Settings(db_path=str(tmp_path / "fleet.duckdb"), shards=2)
-    assert len({shard_of(h, 2) for h in homes}) == 2  # the homes do use both shards
-
+def replay_into_shards(settings: Settings, files: dict[str, list[Path]]) -> None:
+    """Replays each home's files through one fleet flow into `settings`' shard files."""
     connections = {k: open_database(p) for k, p in enumerate(settings.shard_paths())}
     try:
         source = FleetReplaySource(files, chunk_rows=1800)
@@ -121,6 +117,15 @@ def test_rows_of_each_home_land_once_in_the_shard_that_stores_it(tmp_path: Path)
     finally:
         for con in connections.values():
             con.close()
+
+
+def test_rows_of_each_home_land_once_in_the_shard_that_stores_it(tmp_path: Path) -> None:
+    homes = ["h-a", "h-b", "h-c", "h-d"]
+    files = _simulated_homes(tmp_path, homes, hours=3)
+    settings = Settings(db_path=str(tmp_path / "fleet.duckdb"), shards=2)
+    assert len({shard_of(h, 2) for h in homes}) == 2  # the homes do use both shards
+
+    replay_into_shards(settings, files)
 
     singles = []
     for home in homes:  # each home alone, through the one-home replay, as the reference
