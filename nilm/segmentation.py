@@ -62,6 +62,10 @@ class SegmentationConfig:
         to the first of the next) are one ramp.
     spike_s
         A step that comes back to its level before within this time is a transient.
+    hold_s
+        ... but a single clean step whose new level holds steady (within `min_event_w` / 3)
+        this long before the next climb is a switch of its own, as is the climb (a kettle
+        switching its second element on 3 s after the first).
     staircase_s
         The same, once a step has transient samples (a soft start holding between climbs).
     max_ramp_s
@@ -112,6 +116,7 @@ class SegmentationConfig:
     after_samples: int = 3
     ramp_gap_s: float = 4.5
     spike_s: float = 2.5
+    hold_s: float = 2.5
     staircase_s: float = 8.0
     max_ramp_s: float = 20.0
     legs_merge_s: float = 2.0
@@ -410,18 +415,35 @@ class LegSegmenter:
                     lo = max(self.seg_start, group.first - cfg.before_samples)
                     before = _median(buf.window(name, lo, group.first))
                     after = _median(buf.window(name, g2.last, g2.after_hi))
-                    # a short excursion that comes back is a transient, not two switches
-                    back = (
-                        abs(after - before) < cfg.min_event_w
-                        and buf.ts(g2.first) - buf.ts(group.last) <= cfg.spike_s * 1e6
+                    soon = buf.ts(g2.first) - buf.ts(group.last) <= cfg.spike_s * 1e6
+                    # a short excursion that comes back is a transient, not two switches; so is
+                    # one whose decay brings the leg back (a PC's burst of work fading away)
+                    back = abs(after - before) < cfg.min_event_w and (
+                        soon or (decaying and self._faded(group, g2, before, buf))
                     )
                     # a fall that continues an inrush's decay, the load still on after it
                     decay = decaying and g2.delta_w < 0 and after - before >= cfg.min_event_w
+                    # an inrush held for a sample or two, then one fall to the running level (a
+                    # compressor: 69 -> 530 -> 620 -> 125 W): the fall ends the inrush
+                    held = (
+                        soon
+                        and not group.decayed
+                        and group.delta_w > 0
+                        and g2.delta_w < 0
+                        and after - before >= cfg.min_event_w
+                        and before + group.delta_w - after
+                        >= max(cfg.min_event_w, 0.5 * (after - before))
+                    )
+                    decay = decay or held
                     if not (same or small or back or decay):
                         break
                     # a ramp climbs without falling back: a rise after an inrush has decayed
                     # is the next switch (a water heater starting while a heat pump settles)
                     if same and not small and (group.decayed or decaying):
+                        break
+                    # a clean step whose level then holds steady is a switch of its own, and so
+                    # is the next climb (a kettle's second element 3 s after its first)
+                    if same and not small and self._held(group, g2, buf):
                         break
                     rise_last = g2.last if same else group.rise_last
                     group = _Group(
@@ -455,16 +477,21 @@ class LegSegmenter:
     def _is_switch(self, group: _Group, buf: SampleBuffer) -> bool:
         """Whether a closed group is a switch rather than noise or a load wandering.
 
-        A step of at least `wander_cap_w`, or one that starts with an inrush (a motor: wander
-        never overshoots), is a switch when it reaches `min_event_w`. A smaller one must also
-        stand out of the leg's wander and leave the leg at its new level (`_persists`).
+        A step of at least `wander_cap_w` is a switch when it reaches `min_event_w`; so is one
+        that starts with an inrush (a motor: wander never overshoots) and leaves the leg at its
+        new level once the inrush has decayed. A smaller one must also stand out of the leg's
+        wander and leave the leg at its new level (`_persists`).
         """
         cfg = self.config
         size = abs(group.delta_w)
         if size < cfg.min_event_w:
             return False
-        if size >= cfg.wander_cap_w or self._has_inrush(group, buf):
+        if size >= cfg.wander_cap_w:
             return True
+        if self._has_inrush(group, buf):
+            # its level is read while the inrush still decays: a burst of work that fades
+            # back (a PC) leaves the leg where it was
+            return self._persists(group, buf, 0.0)
         threshold = self._threshold(group, buf)
         # where the leg shows no wander, a load that settles slowly (a dishwasher's pump) need
         # only stay a switch's worth above its old level
@@ -579,6 +606,23 @@ class LegSegmenter:
         # an inrush peaks where the step ends and only falls after it; a load that holds or
         # climbs for seconds and then drops (a washer's heating pulse) switched twice
         return float(w[0]) >= float(w.max()) - max(2.0, 0.1 * fall)
+
+    def _faded(self, group: _Group, g2: _Group, before: float, buf: SampleBuffer) -> bool:
+        """Whether an inrush had already lost most of its excess over `before` when `g2`
+        began: a burst fading away, not a load that ran and then switched off."""
+        w = buf.window(f"{self.leg}_p", group.first, g2.first)
+        w = w[np.isfinite(w)]
+        return w.size >= 2 and float(w[-1]) - before <= 0.5 * (float(w.max()) - before)
+
+    def _held(self, group: _Group, g2: _Group, buf: SampleBuffer) -> bool:
+        """Whether `group` is one clean step after which the leg held its new level, without
+        moving by more than `min_event_w` / 3, for at least `hold_s` before `g2` begins."""
+        cfg = self.config
+        if group.n_cps != 1 or buf.ts(g2.first) - buf.ts(group.last) < cfg.hold_s * 1e6:
+            return False
+        w = buf.window(f"{self.leg}_p", group.last, g2.first)
+        w = w[np.isfinite(w)]
+        return w.size >= 2 and float(w.max() - w.min()) <= cfg.min_event_w / 3.0
 
     def _moving(self, group: _Group, until: int, buf: SampleBuffer, wandering: bool) -> bool:
         """Whether the power keeps moving in the group's direction from its end to `until` (by
