@@ -466,8 +466,9 @@ class LegSegmenter:
                 return steps
             del self.cps[:nxt]
             prev = self.seg_start
+            switch = self._is_switch(group, buf)
             self.seg_start = group.last
-            if self._is_switch(group, buf):
+            if switch:
                 steps.append(self._step(group, prev, buf))
                 self.event_end = group.last
             else:
@@ -491,7 +492,7 @@ class LegSegmenter:
         if self._has_inrush(group, buf):
             # its level is read while the inrush still decays: a burst of work that fades
             # back (a PC) leaves the leg where it was
-            return self._persists(group, buf, 0.0)
+            return self._settles_above(group, buf)
         threshold = self._threshold(group, buf)
         # where the leg shows no wander, a load that settles slowly (a dishwasher's pump) need
         # only stay a switch's worth above its old level
@@ -518,6 +519,21 @@ class LegSegmenter:
         horizon = ts_us - int(cfg.wander_memory_s * 1e6)
         while self.moves and self.moves[0][0] < horizon:
             self.moves.pop(0)
+
+    def _settles_above(self, group: _Group, buf: SampleBuffer) -> bool:
+        """Whether a step up with an inrush still stands `min_event_w` above the level before
+        it once the inrush has had `wander_after_s` to decay (up to any larger switch)."""
+        cfg = self.config
+        name = f"{self.leg}_p"
+        lo = max(self.seg_start, group.first - cfg.before_samples)
+        before = _median(buf.window(name, lo, group.first))
+        after_w = buf.window(name, group.last, self._wander_to(group, buf))
+        start = _median(after_w[: cfg.after_samples])
+        big = np.flatnonzero(np.abs(after_w - start) >= cfg.wander_cap_w)
+        tail = after_w[cfg.after_samples : big[0] if big.size else after_w.size]
+        if np.count_nonzero(np.isfinite(tail)) < 3:
+            return True
+        return _median(tail) - before >= cfg.min_event_w
 
     def _recent(self, ts_us: int) -> float:
         """How large the leg's moves have been lately, when it has moved often (a PC's bursts of
