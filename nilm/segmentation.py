@@ -63,7 +63,8 @@ class SegmentationConfig:
     spike_s
         A step that comes back to its level before within this time is a transient.
     hold_s
-        ... but a single clean step whose new level holds steady (within `min_event_w` / 3)
+        ... but a single clean step whose new level holds steady (within `min_event_w` / 3
+        or 5 % of the step)
         this long before the next climb is a switch of its own, as is the climb (a kettle
         switching its second element on 3 s after the first).
     staircase_s
@@ -632,13 +633,16 @@ class LegSegmenter:
 
     def _held(self, group: _Group, g2: _Group, buf: SampleBuffer) -> bool:
         """Whether `group` is one clean step after which the leg held its new level, without
-        moving by more than `min_event_w` / 3, for at least `hold_s` before `g2` begins."""
+        moving by more than `min_event_w` / 3 (or 5 % of the step), for at least `hold_s`
+        before `g2` begins."""
         cfg = self.config
         if group.n_cps != 1 or buf.ts(g2.first) - buf.ts(group.last) < cfg.hold_s * 1e6:
             return False
         w = buf.window(f"{self.leg}_p", group.last, g2.first)
         w = w[np.isfinite(w)]
-        return w.size >= 2 and float(w.max() - w.min()) <= cfg.min_event_w / 3.0
+        # a load's noise grows with its draw (a 4 kW leg moves by 15 W from second to second)
+        steady = max(cfg.min_event_w / 3.0, 0.05 * abs(group.delta_w))
+        return w.size >= 2 and float(w.max() - w.min()) <= steady
 
     def _moving(self, group: _Group, until: int, buf: SampleBuffer, wandering: bool) -> bool:
         """Whether the power keeps moving in the group's direction from its end to `until` (by

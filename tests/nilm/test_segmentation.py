@@ -446,3 +446,13 @@ def test_a_pulse_that_sags_while_it_runs_is_two_switches():
     b = np.concatenate([flat(100, 75.0), 75 + pulse, [230.0], flat(200, 75.0)])
     events = detect(make_batch(flat(b.size, 90.0), b))
     assert_events(events, [(100, "b", 360.0), (110, "b", -350.0)], tol_s=1, rel=0.1)
+
+
+def test_two_heavy_loads_switching_off_four_seconds_apart_are_two_events():
+    # the simulator's seed 2: a heat pump steps down 3.3 kW, 4 s later a water heater (4.4 kW)
+    # stops; both 240 V, and a 2.4 kW leg moves by 15 W from second to second
+    rng = np.random.default_rng(2)
+    total = np.concatenate([flat(100, 7800.0), flat(4, 4540.0), flat(200, 180.0)])
+    wobble = rng.normal(0.0, 5.0, total.size)
+    events = detect(make_batch(100 + total / 2 + wobble, 80 + total / 2 - wobble))
+    assert_events(events, [(100, "ab", -3260.0), (104, "ab", -4360.0)], rel=0.05)
