@@ -67,6 +67,9 @@ class SegmentationConfig:
         or 5 % of the step)
         this long before the next climb is a switch of its own, as is the climb (a kettle
         switching its second element on 3 s after the first).
+    jump_ratio
+        ... and a jump within one sample this many times the step before it, after the leg
+        climbed slowly for longer than `ramp_gap_s` (a microwave's magnetron after its fan).
     staircase_s
         The same, once a step has transient samples (a soft start holding between climbs).
     max_ramp_s
@@ -118,6 +121,7 @@ class SegmentationConfig:
     ramp_gap_s: float = 4.5
     spike_s: float = 2.5
     hold_s: float = 2.5
+    jump_ratio: float = 3.0
     staircase_s: float = 8.0
     max_ramp_s: float = 20.0
     legs_merge_s: float = 2.0
@@ -446,6 +450,10 @@ class LegSegmenter:
                     # is the next climb (a kettle's second element 3 s after its first)
                     if same and not small and self._held(group, g2, buf):
                         break
+                    # a sudden jump far larger than the slow climb before it is the next switch
+                    # (a microwave's magnetron after its lamp and fan came up over 6 s)
+                    if same and not small and self._jumps(group, g2, buf):
+                        break
                     rise_last = g2.last if same else group.rise_last
                     group = _Group(
                         group.first,
@@ -630,6 +638,17 @@ class LegSegmenter:
         w = buf.window(f"{self.leg}_p", group.first, g2.first)
         w = w[np.isfinite(w)]
         return w.size >= 2 and float(w[-1]) - before <= 0.5 * (float(w.max()) - before)
+
+    def _jumps(self, group: _Group, g2: _Group, buf: SampleBuffer) -> bool:
+        """Whether `g2` is a jump within one sample, at least `jump_ratio` times the step that
+        `group` has made so far, after the leg moved for longer than `ramp_gap_s` since."""
+        cfg = self.config
+        if g2.n_cps != 1 or abs(g2.delta_w) < cfg.jump_ratio * abs(group.delta_w):
+            return False
+        if buf.ts(g2.first) - buf.ts(group.last) <= cfg.ramp_gap_s * 1e6:
+            return False
+        w = buf.window(f"{self.leg}_p", g2.first - 1, g2.first + 1)
+        return w.size == 2 and abs(float(w[1] - w[0])) >= 0.8 * abs(g2.delta_w)
 
     def _held(self, group: _Group, g2: _Group, buf: SampleBuffer) -> bool:
         """Whether `group` is one clean step after which the leg held its new level, without

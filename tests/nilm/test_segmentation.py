@@ -456,3 +456,20 @@ def test_two_heavy_loads_switching_off_four_seconds_apart_are_two_events():
     wobble = rng.normal(0.0, 5.0, total.size)
     events = detect(make_batch(100 + total / 2 + wobble, 80 + total / 2 - wobble))
     assert_events(events, [(100, "ab", -3260.0), (104, "ab", -4360.0)], rel=0.05)
+
+
+def test_a_magnetron_after_a_slow_rise_of_fan_and_lamp_is_a_switch_of_its_own():
+    # ANTgen's microwave (h2): 90 -> 121 198 245 279 305 326 W over 6 s, then 1431 W at once
+    rise = np.array([121.0, 198, 245, 279, 305, 326])
+    a = np.concatenate([flat(100, 90.0), rise, flat(200, 1431.0), flat(100, 90.0)])
+    events = detect(make_batch(a, flat(a.size, 60.0)))
+    assert_events(events, [(100, "a", 156.0), (106, "a", 1105.0), (306, "a", -1341.0)], 1, 0.3)
+
+
+def test_an_ev_charger_two_stage_start_stays_one_event():
+    # the jump rule must not split a soft start that climbs in two ramps (15 % -> 40 %, hold,
+    # 40 % -> 100 %), however steep its second ramp
+    ramp = np.concatenate([np.linspace(0.15, 0.4, 5), np.full(5, 0.4), np.linspace(0.6, 1, 3)])
+    leg = np.concatenate([flat(120, 0.0), 3600 * ramp, flat(200, 3600.0)])
+    events = detect(make_batch(200 + leg, 150 + leg))
+    assert [(e.legs, round(e.delta_p_w, -2)) for e in events] == [("ab", 7200.0)]
