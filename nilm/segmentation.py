@@ -393,7 +393,9 @@ class LegSegmenter:
             # a slide larger than any wander (a washer's spin-down) chains
             wandering = self._recent(buf.ts(group.first)) > 0.0
             while abs(group.delta_w) >= cfg.min_event_w / 3.0:
-                slow = group.n_cps >= 2 and not wandering
+                # (a climb larger than any wander is no wander, even on a wandering leg)
+                big = abs(group.delta_w) >= cfg.wander_cap_w
+                slow = group.n_cps >= 2 and (big or not wandering)
                 gap_s = cfg.staircase_s if slow else cfg.ramp_gap_s
                 gap_limit = buf.ts(group.last) + int(gap_s * 1e6)
                 ramp_limit = buf.ts(group.first) + int(cfg.max_ramp_s * 1e6)

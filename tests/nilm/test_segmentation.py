@@ -473,3 +473,16 @@ def test_an_ev_charger_two_stage_start_stays_one_event():
     leg = np.concatenate([flat(120, 0.0), 3600 * ramp, flat(200, 3600.0)])
     events = detect(make_batch(200 + leg, 150 + leg))
     assert [(e.legs, round(e.delta_p_w, -2)) for e in events] == [("ab", 7200.0)]
+
+
+def test_a_two_stage_soft_start_beside_a_wandering_tv_is_one_event():
+    # the simulator's seed 3: an EV charger climbs to 40 %, holds 5 s and climbs on, while a
+    # TV's picture moves leg b: its climbs are no wander, so they chain on both legs
+    rng = np.random.default_rng(6)
+    n = 900
+    tv = 150 + tv_wander(n, rng, 30.0)
+    ramp = np.concatenate([np.linspace(0.15, 0.4, 5), np.full(5, 0.4), np.linspace(0.4, 1, 5)])
+    leg = np.concatenate([flat(700, 0.0), 3600 * ramp, flat(n - 715, 3600.0)])
+    events = detect(make_batch(200 + leg, 60 + tv + leg, seed=6))
+    big = [(second(e), e.legs, round(e.delta_p_w, -2)) for e in events if e.delta_p_w >= 1000]
+    assert big == [(700, "ab", 7200.0)]
