@@ -233,12 +233,21 @@ class DashboardApp:
             log.exception("refreshing the %s page", page)
 
     def start(self) -> None:
-        """Refresh every `REFRESH_MS` while the session lasts (only inside a served session)."""
+        """Refresh every `REFRESH_MS` once the browser has drawn the page, until the session ends.
+
+        Only inside a served session. The timer waits for the page's load: its first ticks
+        would otherwise compete with sending the page itself, and a session whose page never
+        loads (a health check's `GET /`) would query the database every second until it expires.
+        """
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-            self._callback = pn.state.add_periodic_callback(self.tick, period=REFRESH_MS)
+            pn.state.onload(self._start_timer)
             # A refresh that pushes to a tab already closed fails in the websocket, and
             # asyncio logs it as "Task exception was never retrieved": stop with the session.
             pn.state.curdoc.on_session_destroyed(lambda context: self.stop())
+
+    def _start_timer(self) -> None:
+        if self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.tick, period=REFRESH_MS)
 
     def stop(self) -> None:
         """Stop the session's timer (idempotent)."""

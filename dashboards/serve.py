@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import ipaddress
 import json
 import logging
@@ -46,6 +47,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 20.0
+# BokehJS parts the pages never use: MathJax (1.8 MB: Panel adds it to any page with an HTML
+# pane, in case the text holds LaTeX; ours never does) and WebGL (no figure draws with it; it
+# opens a software GL context on load). Every first paint downloads and runs what is left.
+UNUSED_BOKEH_JS = ("bokeh-mathjax", "bokeh-gl")
 
 
 class DashboardRefused(ValueError):
@@ -228,6 +233,7 @@ def start_dashboard(
         else [f"*:{port}"]
     )
     auth: dict[str, Any] = {}
+    server_id = secrets.token_hex(16)
     if token:
         auth = {"basic_auth": token, "cookie_secret": secrets.token_hex(32)}
     thread = pn.serve(
@@ -243,10 +249,12 @@ def start_dashboard(
         # ask, since every GET / builds a whole page (and a check that times out and asks
         # again piles up page builds on a busy machine).
         liveness=True,
+        server_id=server_id,
         **auth,
     )
     try:
         _wait_until_listening(host, port, thread)
+        _serve_light_pages(server_id)
     except DashboardRefused:
         with contextlib.suppress(Exception):
             thread.stop()
@@ -254,6 +262,11 @@ def start_dashboard(
         if fleet is not None:
             fleet.close()
         raise
+    # Panel runs a full garbage collection whenever a session ends (a tab closed, a page
+    # reloaded): in a process holding a flow, its models and every imported module, that took
+    # ~0.5 s with the GIL held, in the middle of the next page's first paint. What exists by now
+    # lives as long as the process: move it out of the collector's sight (0.5 s -> 0.2 ms).
+    gc.freeze()
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}/"
     sidecars = []
@@ -269,6 +282,26 @@ def start_dashboard(
             log.warning("could not write %s; 'nilm dashboard' will not know this URL", sidecar)
     log.info("dashboard at %s%s", url, " (password required)" if token else "")
     return DashboardHandle(url, host, port, store, thread, sidecars, fleet=fleet)
+
+
+def _serve_light_pages(server_id: str) -> None:
+    """Leave `UNUSED_BOKEH_JS` out of every page the server `server_id` renders."""
+    servers = getattr(pn.state, "_servers", {})
+    # The socket listens a moment before Panel notes its server: wait for the note.
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while server_id not in servers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if server_id not in servers:  # pragma: no cover - a Panel that keeps its servers elsewhere
+        log.warning("serving the full BokehJS bundle: Panel's server %s is not known", server_id)
+        return
+    app = servers[server_id][0]._tornado
+    full = app.resources
+
+    def resources(absolute_url: Any = None) -> Any:
+        bundle = full(absolute_url)
+        return bundle.clone(components=[c for c in bundle.components if c not in UNUSED_BOKEH_JS])
+
+    app.resources = resources
 
 
 def _owner_url(db_path: Path) -> str | None:
