@@ -236,6 +236,12 @@ def start_dashboard(
     server_id = secrets.token_hex(16)
     if token:
         auth = {"basic_auth": token, "cookie_secret": secrets.token_hex(32)}
+    title = "Home energy"  # the browser tab's; Panel sets it per server, not per session
+    if app_factory is None:
+        from dashboards.app import page_title
+
+        homes = fleet.homes() if fleet is not None else [store.home_id]
+        title = page_title(homes, store.home_id, read_only or store.read_only)
     thread = pn.serve(
         session,
         port=port,
@@ -244,7 +250,7 @@ def start_dashboard(
         show=False,
         threaded=True,
         verbose=False,
-        title="Home energy",
+        title=title,
         # GET /liveness answers without building a session: what a readiness check should
         # ask, since every GET / builds a whole page (and a check that times out and asks
         # again piles up page builds on a busy machine).
