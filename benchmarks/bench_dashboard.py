@@ -547,6 +547,7 @@ def main() -> int:
     args.settle_s = 3.0 if quick else 20.0
     args.paint_samples = args.paint_samples or (3 if quick else 6)
     print("Figures on a shared machine are noisy: re-measure on an idle one.\n")
+    began = time.monotonic()
     goals = Goals()
     if CHROMIUM.exists() and CHROMEDRIVER.exists():
         with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
@@ -559,6 +560,7 @@ def main() -> int:
         bench_demo(args, goals, None)
     if args.month:
         bench_month(30.0)
+    print(f"\nbenchmark wall time {time.monotonic() - began:.0f} s")
     if goals.missed:
         print(f"\nNOT met: {', '.join(goals.missed)}")
         return 1
