@@ -133,7 +133,7 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _wait_until_listening(host: str, port: int, thread: threading.Thread) -> None:
-    connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    connect_host = _connect_host(host)
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         if not thread.is_alive():
@@ -268,13 +268,15 @@ def start_dashboard(
         if fleet is not None:
             fleet.close()
         raise
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}/"
+    if not token:  # behind a password, GET / is the login page: nothing to warm
+        _warm_up(_connect_url(host, port))
     # Panel runs a full garbage collection whenever a session ends (a tab closed, a page
     # reloaded): in a process holding a flow, its models and every imported module, that took
     # ~0.5 s with the GIL held, in the middle of the next page's first paint. What exists by now
     # lives as long as the process: move it out of the collector's sight (0.5 s -> 0.2 ms).
     gc.freeze()
-    shown_host = f"[{host}]" if ":" in host else host
-    url = f"http://{shown_host}:{port}/"
     sidecars = []
     for con in connections:
         db_path = _database_path(con)
@@ -288,6 +290,36 @@ def start_dashboard(
             log.warning("could not write %s; 'nilm dashboard' will not know this URL", sidecar)
     log.info("dashboard at %s%s", url, " (password required)" if token else "")
     return DashboardHandle(url, host, port, store, thread, sidecars, fleet=fleet)
+
+
+def _connect_host(host: str) -> str:
+    """The address to reach a server bound to `host` from this machine."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+
+
+def _connect_url(host: str, port: int) -> str:
+    connect_host = _connect_host(host)
+    shown = f"[{connect_host}]" if ":" in connect_host else connect_host
+    return f"http://{shown}:{port}/"
+
+
+def _warm_up(url: str) -> None:
+    """Ask for one page before anyone does, so that the first visitor does not wait for it.
+
+    A process's first page took twice as long to build as the next ones (modules Panel and
+    Bokeh import on first use, the store's first queries, caches of model properties). Its
+    session expires unused; its refresh timer never starts, since no browser loads it.
+    """
+    import urllib.request
+
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=_START_TIMEOUT_S) as response:
+            response.read()
+    except OSError as err:  # a cold first page is slower, not broken: serve on
+        log.warning("warming up the dashboard at %s failed: %s", url, err)
+        return
+    log.debug("dashboard warmed up in %.2f s", time.perf_counter() - t0)
 
 
 def _serve_light_pages(server_id: str) -> None:
