@@ -70,7 +70,7 @@ HOUSEHOLDS = (
     "h5_nightshift",
     "h6_pair",
     "h7_foursome",
-    "h8_solo",
+    "h8_duo",
 )
 
 GOALS_HELD_OUT: dict[str, tuple[str, float]] = {
