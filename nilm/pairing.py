@@ -8,12 +8,21 @@ on one leg), so the closest match in log ratio wins, with a penalty when the pre
 differ. A run's energy is its duration times the mean of its on and off steps, which is exact
 for a linear sag. `daily_breakdown` turns activations into energy per device per day, the
 always-on base and what remains unexplained.
+
+An off can be missed, merged into another step or measured too different from its on to match
+(a TV whose draw wandered); its run would stay open until some later, unrelated off of a
+similar size closes it hours later, or be given up with no energy at all. Every event carries
+the power of its legs after the step, a floor no set of running loads can exceed: when the runs
+open on an event's legs add up to more than that, some of them have ended. `Pairer` closes the
+ones that account for the excess, at this event when it is a drop (most likely their missed or
+mismeasured off), else at the last event on those legs that still had room for them.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -35,13 +44,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# How many recent levels of a leg set its always-on base is the minimum of: a few days of events,
+# so that a base that changes (a new standby load) is followed.
+_BASE_MEMORY_EVENTS = 500
+
 
 @dataclass(frozen=True, slots=True)
 class Activation:
     """One run of one device: from its on event to the off event that closed it.
 
     An open run has `off_event_id`, `end_ts` and `energy_wh` None; a run that was never closed
-    (its off was missed) is given up after `Pairer.max_run_s` with `abandoned` True.
+    (its off was missed) is given up after `Pairer.max_run_s` with `abandoned` True. A run that
+    the legs' power shows to have ended without a matching off (`Pairer`'s floor) has `end_ts`
+    and `energy_wh` but no `off_event_id`.
     """
 
     activation_id: str
@@ -94,6 +109,10 @@ class Pairer:
     device_mismatch_cost
         Added to a candidate's cost when its device differs from the off event's (in units of
         |log ratio|).
+    floor_tolerance_w, floor_tolerance_ratio
+        How far the open runs on an event's legs may exceed the power those legs draw after it
+        before runs are closed (the larger of the two: watts, and a share of the runs' sum),
+        for steps measured a little off and loads that sag or wander.
 
     Examples
     --------
@@ -117,15 +136,42 @@ class Pairer:
         max_ratio: float = 1.4,
         max_run_s: float = 12 * 3600.0,
         device_mismatch_cost: float = 0.5,
+        floor_tolerance_w: float = 40.0,
+        floor_tolerance_ratio: float = 0.15,
     ) -> None:
         self.min_ratio = min_ratio
         self.max_ratio = max_ratio
         self.max_run_s = max_run_s
         self.device_mismatch_cost = device_mismatch_cost
+        self.floor_tolerance_w = floor_tolerance_w
+        self.floor_tolerance_ratio = floor_tolerance_ratio
         self.open: dict[str, list[Activation]] = {}
+        # Each open run's draw on leg a and leg b (a 240 V run's on event says how it splits).
+        self.leg_power: dict[str, tuple[float, float]] = {}
+        # Per leg set, when an event on it last showed room for every run open on it.
+        self.last_fit: dict[str, datetime] = {}
+        # Per leg set, the levels of its recent events: their minimum is the always-on base,
+        # which no run accounts for.
+        self.recent_levels: dict[str, deque[float]] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pairers pickled (in flow snapshots) before the floor existed have no floor state.
+        state.setdefault("floor_tolerance_w", 40.0)
+        state.setdefault("floor_tolerance_ratio", 0.15)
+        state.setdefault("leg_power", {})
+        state.setdefault("last_fit", {})
+        state.setdefault("recent_levels", {})
+        self.__dict__.update(state)
 
     def clone(self) -> Pairer:
-        return Pairer(self.min_ratio, self.max_ratio, self.max_run_s, self.device_mismatch_cost)
+        return Pairer(
+            self.min_ratio,
+            self.max_ratio,
+            self.max_run_s,
+            self.device_mismatch_cost,
+            self.floor_tolerance_w,
+            self.floor_tolerance_ratio,
+        )
 
     def match(self, event: Event, device: str | None) -> Activation | None:
         """The open run an off event would close; changes nothing."""
@@ -151,8 +197,14 @@ class Pairer:
         """Open or close runs for `event`; returns the activations that changed.
 
         An on event opens a run (returned open); an off event closes the best match (returned
-        closed); runs older than `max_run_s` are returned abandoned.
+        closed); runs older than `max_run_s` are returned abandoned; runs on the event's legs
+        that no longer fit under the power those legs draw after it are returned closed, with
+        no off event.
         """
+        changed = self._pair(event, device)
+        return changed + self._enforce_floor(event)
+
+    def _pair(self, event: Event, device: str | None) -> list[Activation]:
         changed = self._expire(event.ts)
         if event.delta_p_w > 0:
             if device is not None:
@@ -161,7 +213,7 @@ class Pairer:
                 gone = [r for r in runs if r.device == device]
                 if gone:
                     self.open[event.legs] = [r for r in runs if r.device != device]
-                    changed += [replace(r, abandoned=True) for r in gone]
+                    changed += [self._forget(replace(r, abandoned=True)) for r in gone]
             run = Activation(
                 activation_id=event.event_id,
                 home_id=event.home_id,
@@ -172,12 +224,14 @@ class Pairer:
                 power_w=event.delta_p_w,
             )
             self.open.setdefault(event.legs, []).append(run)
+            self.leg_power[run.activation_id] = _split_by_leg(event)
             return [*changed, run]
         run_or_none = self.match(event, device)
         if run_or_none is None:
             return changed
         run = run_or_none
         self.open[event.legs].remove(run)
+        self.leg_power.pop(run.activation_id, None)
         off = -event.delta_p_w
         hours = (event.ts - run.start_ts).total_seconds() / 3600.0
         closed = replace(
@@ -206,7 +260,86 @@ class Pairer:
             keep = [r for r in runs if now - r.start_ts <= limit]
             gone += [replace(r, abandoned=True) for r in runs if now - r.start_ts > limit]
             self.open[legs] = keep
-        return gone
+        return [self._forget(r) for r in gone]
+
+    def _forget(self, run: Activation) -> Activation:
+        self.leg_power.pop(run.activation_id, None)
+        return run
+
+    def _enforce_floor(self, event: Event) -> list[Activation]:
+        """Close the runs on `event`'s legs that its legs' power after it leaves no room for."""
+        after = event.p_after_w
+        # Hand-made events (and sources without levels) carry no levels that agree with their
+        # step: they say nothing about the floor.
+        if not (math.isfinite(after) and math.isfinite(event.p_before_w)):
+            return []
+        if abs(after - event.p_before_w - event.delta_p_w) > 1.0 or after < 0:
+            return []
+        legs = event.legs
+        levels = self.recent_levels.setdefault(legs, deque(maxlen=_BASE_MEMORY_EVENTS))
+        levels.extend((event.p_before_w, after))
+        after -= min(levels)
+        runs = [
+            r
+            for run_legs, open_runs in self.open.items()
+            if set(run_legs) & set(legs)
+            for r in open_runs
+            if r.on_event_id != event.event_id
+        ]
+        load = {r.activation_id: self._power_on(r, legs) for r in runs}
+        total = sum(load.values())
+        allowed = after + max(self.floor_tolerance_w, self.floor_tolerance_ratio * total)
+        closed: list[Activation] = []
+        end = event.ts if event.delta_p_w < 0 else self.last_fit.get(legs, event.ts)
+        while runs and total > allowed:
+            excess = total - after
+            # The run that best accounts for the excess: the smallest that covers it alone,
+            # else the largest (and go on); the most recent among equals.
+            covering = [r for r in runs if load[r.activation_id] >= excess]
+            if covering:
+                run = min(covering, key=lambda r: (load[r.activation_id], -_ts(r)))
+            else:
+                run = max(runs, key=lambda r: (load[r.activation_id], _ts(r)))
+            runs.remove(run)
+            total -= load[run.activation_id]
+            allowed = after + max(self.floor_tolerance_w, self.floor_tolerance_ratio * total)
+            self.open[run.legs].remove(run)
+            self.leg_power.pop(run.activation_id, None)
+            stop = max(end, run.start_ts)
+            hours = (stop - run.start_ts).total_seconds() / 3600.0
+            closed.append(replace(run, end_ts=stop, energy_wh=hours * run.power_w))
+        self.last_fit[legs] = event.ts
+        return closed
+
+    def _power_on(self, run: Activation, legs: str) -> float:
+        """What `run` draws on the legs `legs`."""
+        a, b = self.leg_power.get(run.activation_id, _even_split(run))
+        return (a if "a" in legs else 0.0) + (b if "b" in legs else 0.0)
+
+
+def _ts(run: Activation) -> float:
+    return run.start_ts.timestamp()
+
+
+def _even_split(run: Activation) -> tuple[float, float]:
+    if run.legs == "a":
+        return run.power_w, 0.0
+    if run.legs == "b":
+        return 0.0, run.power_w
+    return run.power_w / 2.0, run.power_w / 2.0
+
+
+def _split_by_leg(event: Event) -> tuple[float, float]:
+    """An on event's step on leg a and leg b: all of it on its leg for a 120 V event; for a
+    240 V one, split as its per-leg steps say (evenly when they say nothing usable)."""
+    if event.legs == "a":
+        return event.delta_p_w, 0.0
+    if event.legs == "b":
+        return 0.0, event.delta_p_w
+    a, b = max(event.delta_p_a_w, 0.0), max(event.delta_p_b_w, 0.0)
+    if not (math.isfinite(a) and math.isfinite(b)) or a + b <= 0:
+        return event.delta_p_w / 2.0, event.delta_p_w / 2.0
+    return event.delta_p_w * a / (a + b), event.delta_p_w * b / (a + b)
 
 
 def energy_by_device_day(activations: Iterable[Activation]) -> dict[tuple[date, str], float]:

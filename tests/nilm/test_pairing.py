@@ -85,3 +85,68 @@ def test_daily_breakdown_splits_metered_energy() -> None:
     (day,) = daily_breakdown(closed, {date(2026, 1, 5): 8000.0}, {date(2026, 1, 5): base})
     assert day.base_wh == 145.0 * 24
     assert day.unexplained_wh == pytest.approx(8000.0 - 3480.0 - 2950.0)
+
+
+def lev(name: str, s: float, legs: str, before_w: float, after_w: float) -> Event:
+    """An event with the power its legs draw before and after it, as the detector emits them."""
+    dp = after_w - before_w
+    dp_a, dp_b = (dp, 0.0) if legs == "a" else (0.0, dp)
+    return Event(name, "h", T0 + timedelta(seconds=s), legs, dp, 0.0, dp, 0.0, 0.0, before_w,
+                 after_w, dp_a, dp_b, 120.0)  # fmt: skip
+
+
+def test_a_run_whose_off_was_mismeasured_ends_at_the_drop_that_leaves_no_room_for_it() -> None:
+    """A TV switched on at 100 W goes off at 40 W (its picture had dimmed): no match, but the leg
+    then draws only its 70 W base, so the TV cannot still be on. Without the floor its run
+    stayed open until an unrelated 100 W off hours later."""
+    p = Pairer()
+    p.on_event(lev("base", 0, "a", 70.0, 70.0), None)
+    p.on_event(lev("tv_on", 10, "a", 70.0, 170.0), "tv")
+    (run,) = p.on_event(lev("tv_off", 3610, "a", 110.0, 70.0), None)
+    assert (run.on_event_id, run.off_event_id, run.end_ts) == ("tv_on", None, T0 + timedelta(
+        seconds=3610))
+    assert run.energy_wh == pytest.approx(100.0) and not run.abandoned
+    assert p.on_event(lev("lamp_off", 5 * 3600, "a", 170.0, 70.0), None) == []
+
+
+def test_a_run_hidden_under_a_rise_ends_where_the_legs_last_had_room_for_it() -> None:
+    p = Pairer()
+    p.on_event(lev("base", 0, "b", 50.0, 50.0), None)
+    p.on_event(lev("mixer_on", 100, "b", 50.0, 450.0), "mixer")
+    p.on_event(lev("fan_on", 200, "b", 450.0, 510.0), "fan")  # both fit: 50 + 400 + 60
+    # The mixer's off was missed; the next event on b shows 50 + 60 + 120 W: no room for it.
+    changed = p.on_event(lev("lamp_on", 900, "b", 110.0, 230.0), "lamp")
+    (mixer,) = [a for a in changed if a.on_event_id == "mixer_on"]
+    assert mixer.end_ts == T0 + timedelta(seconds=200) and mixer.energy_wh == pytest.approx(
+        400.0 * 100 / 3600)
+    assert {a.on_event_id for r in p.open.values() for a in r} == {"fan_on", "lamp_on"}
+
+
+def test_a_240v_run_counts_on_each_leg_with_its_share() -> None:
+    p = Pairer()
+    p.on_event(lev("base_a", 0, "a", 60.0, 60.0), None)
+    p.on_event(lev("base_b", 0, "b", 60.0, 60.0), None)
+    on = Event("dryer_on", "h", T0 + timedelta(seconds=10), "ab", 4000.0, 0.0, 4000.0, 0.0, 0.0,
+               120.0, 4120.0, 2000.0, 2000.0, 240.0)  # fmt: skip
+    p.on_event(on, "dryer")
+    # Leg a still carries its 2 kW share plus a kettle: the dryer stays.
+    assert p.on_event(lev("kettle_on", 60, "a", 2060.0, 3560.0), "kettle")[-1].device == "kettle"
+    assert len(p.open["ab"]) == 1
+    # Leg a back at its base (the dryer's off went unseen): the dryer has ended.
+    changed = p.on_event(lev("kettle_off", 300, "a", 3560.0, 60.0), None)
+    assert sorted(a.on_event_id for a in changed) == ["dryer_on", "kettle_on"]
+
+
+def test_pairers_pickled_before_the_floor_still_load() -> None:
+    import pickle
+
+    p = Pairer()
+    p.on_event(ev("on", 0, "a", 100.0), "fan")
+    state = dict(p.__dict__)
+    for key in ("leg_power", "last_fit", "recent_levels", "floor_tolerance_w"):
+        state.pop(key)
+    old = Pairer.__new__(Pairer)
+    old.__setstate__(state)
+    restored = pickle.loads(pickle.dumps(old))
+    (run,) = restored.on_event(ev("off", 60, "a", -100.0), None)
+    assert run.on_event_id == "on" and run.energy_wh == pytest.approx(100 / 60)
