@@ -202,18 +202,16 @@ class Pairer:
         no off event.
         """
         changed = self._pair(event, device)
-        return changed + self._enforce_floor(event)
+        unmatched_drop = event.delta_p_w < 0 and not any(
+            a.off_event_id == event.event_id for a in changed
+        )
+        return changed + self._enforce_floor(event, unmatched_drop)
 
     def _pair(self, event: Event, device: str | None) -> list[Activation]:
+        # A device may well switch on twice without an off between (a dishwasher's heater under
+        # its pump): a second on is no sign that the first run's off was missed. The floor is.
         changed = self._expire(event.ts)
         if event.delta_p_w > 0:
-            if device is not None:
-                # A device does not switch on twice: its earlier run's off event was missed.
-                runs = self.open.get(event.legs, [])
-                gone = [r for r in runs if r.device == device]
-                if gone:
-                    self.open[event.legs] = [r for r in runs if r.device != device]
-                    changed += [self._forget(replace(r, abandoned=True)) for r in gone]
             run = Activation(
                 activation_id=event.event_id,
                 home_id=event.home_id,
@@ -266,8 +264,13 @@ class Pairer:
         self.leg_power.pop(run.activation_id, None)
         return run
 
-    def _enforce_floor(self, event: Event) -> list[Activation]:
-        """Close the runs on `event`'s legs that its legs' power after it leaves no room for."""
+    def _enforce_floor(self, event: Event, unmatched_drop: bool) -> list[Activation]:
+        """Close the runs on `event`'s legs that its legs' power after it leaves no room for.
+
+        They end at `event` when it is a drop that closed nothing (most likely their own off,
+        measured too different to match), else halfway between the last event on these legs
+        that had room for them and this one (when they ended is not known).
+        """
         after = event.p_after_w
         # Hand-made events (and sources without levels) carry no levels that agree with their
         # step: they say nothing about the floor.
@@ -279,18 +282,15 @@ class Pairer:
         levels = self.recent_levels.setdefault(legs, deque(maxlen=_BASE_MEMORY_EVENTS))
         levels.extend((event.p_before_w, after))
         after -= min(levels)
-        runs = [
-            r
-            for run_legs, open_runs in self.open.items()
-            if set(run_legs) & set(legs)
-            for r in open_runs
-            if r.on_event_id != event.event_id
-        ]
-        load = {r.activation_id: self._power_on(r, legs) for r in runs}
+        on_legs = [r for run_legs, rs in self.open.items() if set(run_legs) & set(legs) for r in rs]
+        load = {r.activation_id: self._power_on(r, legs) for r in on_legs}
         total = sum(load.values())
         allowed = after + max(self.floor_tolerance_w, self.floor_tolerance_ratio * total)
+        # The run this event opened is the one thing known to be running.
+        runs = [r for r in on_legs if r.on_event_id != event.event_id]
         closed: list[Activation] = []
-        end = event.ts if event.delta_p_w < 0 else self.last_fit.get(legs, event.ts)
+        last_fit = self.last_fit.get(legs, event.ts)
+        end = event.ts if unmatched_drop else last_fit + (event.ts - last_fit) / 2
         while runs and total > allowed:
             excess = total - after
             # The run that best accounts for the excess: the smallest that covers it alone,

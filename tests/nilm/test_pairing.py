@@ -61,16 +61,32 @@ def test_device_agreement_breaks_ties_and_recent_runs_win_among_equals() -> None
 
 def test_a_missed_off_does_not_make_a_run_of_two_cycles() -> None:
     p = Pairer(max_run_s=3600)
-    p.on_event(ev("c1", 0, "a", 125.0), "fridge")
-    # The fridge turns on again: its first run's off was missed, so that run is abandoned.
-    changed = p.on_event(ev("c2", 2000, "a", 125.0), "fridge")
-    assert [(a.on_event_id, a.abandoned) for a in changed] == [("c1", True), ("c2", False)]
-    (run,) = p.on_event(ev("off", 2900, "a", -124.0), None)
+    p.on_event(lev("base", 0, "a", 70.0, 70.0), None)
+    p.on_event(lev("c1", 100, "a", 70.0, 195.0), "fridge")
+    # The fridge turns on again from the base: its first run's off was missed, and the leg has
+    # room for one fridge only. When it ended is not known: halfway.
+    changed = p.on_event(lev("c2", 2100, "a", 70.0, 195.0), "fridge")
+    assert [(a.on_event_id, a.end_ts, a.abandoned) for a in changed] == [
+        ("c2", None, False), ("c1", T0 + timedelta(seconds=1100), False)]
+    (run,) = p.on_event(lev("off", 3000, "a", 194.0, 70.0), None)
     assert run.on_event_id == "c2" and run.duration_s == 900.0
     # Runs nobody closes are given up after max_run_s.
     p.on_event(ev("lamp", 3000, "b", 60.0), None)
     gone = p.on_event(ev("later", 7000, "a", 300.0), None)
     assert next((a.on_event_id, a.abandoned) for a in gone) == ("lamp", True)
+
+
+def test_a_multi_state_device_may_switch_on_again_while_it_runs() -> None:
+    """A dishwasher's pump (60 W) runs the whole programme; its heater (2 kW) switches on and
+    off under it. The heater's on is no sign that the pump's off was missed."""
+    p = Pairer()
+    p.on_event(lev("base", 0, "b", 50.0, 50.0), None)
+    p.on_event(lev("pump_on", 10, "b", 50.0, 110.0), "dishwasher")
+    assert p.on_event(lev("heat_on", 70, "b", 110.0, 2110.0), "dishwasher")[0].end_ts is None
+    (heat,) = p.on_event(lev("heat_off", 1600, "b", 2110.0, 112.0), "dishwasher")
+    (pump,) = p.on_event(lev("pump_off", 5400, "b", 112.0, 51.0), "dishwasher")
+    assert (heat.on_event_id, pump.on_event_id) == ("heat_on", "pump_on")
+    assert pump.duration_s == 5390.0
 
 
 def test_daily_breakdown_splits_metered_energy() -> None:
@@ -109,7 +125,7 @@ def test_a_run_whose_off_was_mismeasured_ends_at_the_drop_that_leaves_no_room_fo
     assert p.on_event(lev("lamp_off", 5 * 3600, "a", 170.0, 70.0), None) == []
 
 
-def test_a_run_hidden_under_a_rise_ends_where_the_legs_last_had_room_for_it() -> None:
+def test_a_run_hidden_under_a_rise_ends_between_the_last_room_for_it_and_the_rise() -> None:
     p = Pairer()
     p.on_event(lev("base", 0, "b", 50.0, 50.0), None)
     p.on_event(lev("mixer_on", 100, "b", 50.0, 450.0), "mixer")
@@ -117,8 +133,9 @@ def test_a_run_hidden_under_a_rise_ends_where_the_legs_last_had_room_for_it() ->
     # The mixer's off was missed; the next event on b shows 50 + 60 + 120 W: no room for it.
     changed = p.on_event(lev("lamp_on", 900, "b", 110.0, 230.0), "lamp")
     (mixer,) = [a for a in changed if a.on_event_id == "mixer_on"]
-    assert mixer.end_ts == T0 + timedelta(seconds=200) and mixer.energy_wh == pytest.approx(
-        400.0 * 100 / 3600)
+    # It ended between the last event with room for it and this one: halfway.
+    assert mixer.end_ts == T0 + timedelta(seconds=550) and mixer.energy_wh == pytest.approx(
+        400.0 * 450 / 3600)
     assert {a.on_event_id for r in p.open.values() for a in r} == {"fan_on", "lamp_on"}
 
 
