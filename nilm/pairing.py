@@ -298,6 +298,10 @@ class Pairer:
             covering = [r for r in runs if load[r.activation_id] >= excess]
             if covering:
                 run = min(covering, key=lambda r: (load[r.activation_id], -_ts(r)))
+                if excess <= (1.0 - self.min_ratio) * load[run.activation_id]:
+                    # The run may have sagged that far (a heater warming): an off that small
+                    # would still close it, so it may well be running.
+                    break
             else:
                 run = max(runs, key=lambda r: (load[r.activation_id], _ts(r)))
             runs.remove(run)

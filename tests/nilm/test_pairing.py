@@ -167,3 +167,18 @@ def test_pairers_pickled_before_the_floor_still_load() -> None:
     restored = pickle.loads(pickle.dumps(old))
     (run,) = restored.on_event(ev("off", 60, "a", -100.0), None)
     assert run.on_event_id == "on" and run.energy_wh == pytest.approx(100 / 60)
+
+
+def test_a_heater_that_sags_under_a_new_step_keeps_its_run() -> None:
+    """A washer's heater switches on at 3.5 kW and sags to 1.7 kW before a 1.2 kW element joins:
+    the leg then has less room than both on steps ask, but as much as a sagged heater leaves.
+    Both keep running; the heater's off (1.7 kW) closes its run, the element's its own."""
+    p = Pairer()
+    p.on_event(lev("base", 0, "b", 100.0, 100.0), None)
+    p.on_event(lev("heat_on", 10, "b", 100.0, 3600.0), "washer")
+    changed = p.on_event(lev("element_on", 70, "b", 1800.0, 3000.0), "washer")
+    assert [(a.on_event_id, a.end_ts) for a in changed] == [("element_on", None)]
+    (heat,) = p.on_event(lev("heat_off", 1570, "b", 3000.0, 1300.0), "washer")
+    assert (heat.on_event_id, heat.off_event_id) == ("heat_on", "heat_off")
+    (element,) = p.on_event(lev("element_off", 1600, "b", 1300.0, 100.0), "washer")
+    assert element.on_event_id == "element_on" and element.duration_s == 1530.0
