@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -292,28 +293,51 @@ class Pairer:
         last_fit = self.last_fit.get(legs, event.ts)
         end = event.ts if unmatched_drop else last_fit + (event.ts - last_fit) / 2
         while runs and total > allowed:
-            excess = total - after
-            # The run that best accounts for the excess: the smallest that covers it alone,
-            # else the largest (and go on); the most recent among equals.
-            covering = [r for r in runs if load[r.activation_id] >= excess]
-            if covering:
-                run = min(covering, key=lambda r: (load[r.activation_id], -_ts(r)))
-                if excess <= (1.0 - self.min_ratio) * load[run.activation_id]:
-                    # The run may have sagged that far (a heater warming): an off that small
-                    # would still close it, so it may well be running.
-                    break
-            else:
-                run = max(runs, key=lambda r: (load[r.activation_id], _ts(r)))
-            runs.remove(run)
-            total -= load[run.activation_id]
+            chosen = self._runs_that_ended(runs, load, total - after, allowed - after)
+            if not chosen:
+                break
+            for run in chosen:
+                runs.remove(run)
+                total -= load[run.activation_id]
+                self.open[run.legs].remove(run)
+                self.leg_power.pop(run.activation_id, None)
+                stop = max(end, run.start_ts)
+                hours = (stop - run.start_ts).total_seconds() / 3600.0
+                closed.append(replace(run, end_ts=stop, energy_wh=hours * run.power_w))
             allowed = after + max(self.floor_tolerance_w, self.floor_tolerance_ratio * total)
-            self.open[run.legs].remove(run)
-            self.leg_power.pop(run.activation_id, None)
-            stop = max(end, run.start_ts)
-            hours = (stop - run.start_ts).total_seconds() / 3600.0
-            closed.append(replace(run, end_ts=stop, energy_wh=hours * run.power_w))
         self.last_fit[legs] = event.ts
         return closed
+
+    def _runs_that_ended(
+        self, runs: list[Activation], load: Mapping[str, float], excess: float, slack: float
+    ) -> list[Activation]:
+        """The runs whose draw best accounts for `excess` watts that the legs no longer draw.
+
+        A few runs at most, whose draws add up closest to the excess while removing all but
+        `slack` of it (fewer runs, then more recent ones, among equals): when a drop is two
+        loads ending together (a 240 V off merged into a 120 V one), those two, not the one
+        larger run that happens to cover the sum. None when the one run that accounts for it
+        may just have sagged that far; the largest when no few runs cover it (and go on).
+        """
+        order = sorted(runs, key=lambda r: (_ts(r), r.activation_id))
+        max_size = 3 if len(order) <= 20 else 2 if len(order) <= 60 else 1
+        best: tuple[tuple[float, int, float], tuple[Activation, ...]] | None = None
+        for size in range(1, max_size + 1):
+            for combo in combinations(order, size):
+                drawn = sum(load[r.activation_id] for r in combo)
+                if drawn < excess - slack:
+                    continue
+                key = (abs(drawn - excess), size, -max(_ts(r) for r in combo))
+                if best is None or key < best[0]:
+                    best = (key, combo)
+        if best is None:
+            return [max(order, key=lambda r: (load[r.activation_id], _ts(r)))]
+        chosen = list(best[1])
+        if len(chosen) == 1 and excess <= (1.0 - self.min_ratio) * load[chosen[0].activation_id]:
+            # The run may have sagged that far (a heater warming): an off that small would still
+            # close it, so it may well be running.
+            return []
+        return chosen
 
     def _power_on(self, run: Activation, legs: str) -> float:
         """What `run` draws on the legs `legs`."""

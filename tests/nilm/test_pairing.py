@@ -182,3 +182,22 @@ def test_a_heater_that_sags_under_a_new_step_keeps_its_run() -> None:
     assert (heat.on_event_id, heat.off_event_id) == ("heat_on", "heat_off")
     (element,) = p.on_event(lev("element_off", 1600, "b", 1300.0, 100.0), "washer")
     assert element.on_event_id == "element_on" and element.duration_s == 1530.0
+
+
+def test_a_merged_drop_closes_the_runs_that_add_up_to_it_not_a_larger_one() -> None:
+    """A heat pump's off (1.65 kW on leg b) lands in the same second as a microwave's (1.15 kW):
+    one 2.8 kW drop on b that matches no run. The EV charger (3.6 kW on b) would cover it alone,
+    but the heat pump and the microwave add up to it: they are the ones that ended."""
+    p = Pairer()
+    p.on_event(lev("base", 0, "b", 150.0, 150.0), None)
+    ev_on = Event("ev_on", "h", T0 + timedelta(seconds=10), "ab", 7200.0, 0.0, 7200.0, 0.0, 0.0,
+                  300.0, 7500.0, 3600.0, 3600.0, 240.0)  # fmt: skip
+    hp_on = Event("hp_on", "h", T0 + timedelta(seconds=20), "ab", 3300.0, 0.0, 3300.0, 0.0, 0.0,
+                  7500.0, 10800.0, 1650.0, 1650.0, 240.0)  # fmt: skip
+    p.on_event(ev_on, "ev_charger")
+    p.on_event(hp_on, "heat_pump")
+    p.on_event(lev("mw_on", 600, "b", 5400.0, 6550.0), "microwave")
+    changed = p.on_event(lev("drop", 700, "b", 6550.0, 3750.0), None)
+    assert sorted(a.on_event_id for a in changed) == ["hp_on", "mw_on"]
+    assert all(a.end_ts == T0 + timedelta(seconds=700) for a in changed)
+    assert [r.on_event_id for r in p.open["ab"]] == ["ev_on"]
