@@ -178,16 +178,20 @@ class Pairer:
         """The open run an off event would close; changes nothing."""
         if event.delta_p_w >= 0:
             return None
-        off = -event.delta_p_w
+        return self._best_run(event.legs, -event.delta_p_w, event.ts, device)
+
+    def _best_run(
+        self, legs: str, off: float, ts: datetime, device: str | None
+    ) -> Activation | None:
         best: tuple[float, int] | None = None
-        runs = self.open.get(event.legs, [])
+        runs = self.open.get(legs, [])
         for i, run in enumerate(runs):
             ratio = off / max(run.power_w, 1e-9)
             if not self.min_ratio <= ratio <= self.max_ratio:
                 continue
             cost = abs(math.log(ratio / 0.97))
             # Among equals the most recent run: an older one most likely lost its off event.
-            cost += 0.01 * (event.ts - run.start_ts).total_seconds() / 3600.0
+            cost += 0.01 * (ts - run.start_ts).total_seconds() / 3600.0
             if device is not None and run.device is not None and device != run.device:
                 cost += self.device_mismatch_cost
             if best is None or cost < best[0]:
@@ -203,10 +207,13 @@ class Pairer:
         no off event.
         """
         changed = self._pair(event, device)
-        unmatched_drop = event.delta_p_w < 0 and not any(
-            a.off_event_id == event.event_id for a in changed
+        # What of a drop no run it closed accounts for: most likely the off of runs that no
+        # longer fit (measured too different to match), which then end here.
+        unexplained_w = -event.delta_p_w - sum(
+            a.off_power_w or 0.0 for a in changed if a.off_event_id == event.event_id
         )
-        return changed + self._enforce_floor(event, unmatched_drop)
+        ends_here = event.delta_p_w < 0 and unexplained_w > 0.2 * -event.delta_p_w
+        return changed + self._enforce_floor(event, ends_here)
 
     def _pair(self, event: Event, device: str | None) -> list[Activation]:
         # A device may well switch on twice without an off between (a dishwasher's heater under
@@ -225,15 +232,24 @@ class Pairer:
             self.open.setdefault(event.legs, []).append(run)
             self.leg_power[run.activation_id] = _split_by_leg(event)
             return [*changed, run]
-        run_or_none = self.match(event, device)
-        if run_or_none is None:
-            return changed
-        run = run_or_none
-        self.open[event.legs].remove(run)
+        match = self.match(event, device)
+        if match is not None:
+            return [*changed, self._close(match, event, -event.delta_p_w, device)]
+        if event.legs == "ab":
+            # A 240 V off whose on was seen on one leg only (its other half fell in the same
+            # second as another load's step of the other sign): each leg's part closes that
+            # leg's run.
+            for leg, part in (("a", -event.delta_p_a_w), ("b", -event.delta_p_b_w)):
+                leg_run = self._best_run(leg, part, event.ts, device) if part > 0 else None
+                if leg_run is not None:
+                    changed.append(self._close(leg_run, event, part, device))
+        return changed
+
+    def _close(self, run: Activation, event: Event, off: float, device: str | None) -> Activation:
+        self.open[run.legs].remove(run)
         self.leg_power.pop(run.activation_id, None)
-        off = -event.delta_p_w
         hours = (event.ts - run.start_ts).total_seconds() / 3600.0
-        closed = replace(
+        return replace(
             run,
             device=run.device if run.device is not None else device,
             off_event_id=event.event_id,
@@ -241,7 +257,6 @@ class Pairer:
             off_power_w=off,
             energy_wh=hours * (run.power_w + off) / 2.0,
         )
-        return [*changed, closed]
 
     def relabel(self, on_event_id: str, device: str) -> Activation | None:
         """Set the device of the open run started by `on_event_id` (after a confirmation)."""
@@ -265,12 +280,12 @@ class Pairer:
         self.leg_power.pop(run.activation_id, None)
         return run
 
-    def _enforce_floor(self, event: Event, unmatched_drop: bool) -> list[Activation]:
+    def _enforce_floor(self, event: Event, ends_here: bool) -> list[Activation]:
         """Close the runs on `event`'s legs that its legs' power after it leaves no room for.
 
-        They end at `event` when it is a drop that closed nothing (most likely their own off,
-        measured too different to match), else halfway between the last event on these legs
-        that had room for them and this one (when they ended is not known).
+        They end at `event` when it is a drop that the runs it closed do not account for (most
+        likely their own off, measured too different to match), else halfway between the last
+        event on these legs that had room for them and this one (when is not known).
         """
         after = event.p_after_w
         # Hand-made events (and sources without levels) carry no levels that agree with their
@@ -282,7 +297,7 @@ class Pairer:
         legs = event.legs
         levels = self.recent_levels.setdefault(legs, deque(maxlen=_BASE_MEMORY_EVENTS))
         levels.extend((event.p_before_w, after))
-        after -= min(levels)
+        after -= self._base_w(legs)
         on_legs = [r for run_legs, rs in self.open.items() if set(run_legs) & set(legs) for r in rs]
         load = {r.activation_id: self._power_on(r, legs) for r in on_legs}
         total = sum(load.values())
@@ -291,7 +306,7 @@ class Pairer:
         runs = [r for r in on_legs if r.on_event_id != event.event_id]
         closed: list[Activation] = []
         last_fit = self.last_fit.get(legs, event.ts)
-        end = event.ts if unmatched_drop else last_fit + (event.ts - last_fit) / 2
+        end = event.ts if ends_here else last_fit + (event.ts - last_fit) / 2
         while runs and total > allowed:
             chosen = self._runs_that_ended(runs, load, total - after, allowed - after)
             if not chosen:
@@ -307,6 +322,15 @@ class Pairer:
             allowed = after + max(self.floor_tolerance_w, self.floor_tolerance_ratio * total)
         self.last_fit[legs] = event.ts
         return closed
+
+    def _base_w(self, legs: str) -> float:
+        """The always-on base of `legs`: the least they drew at recent events (both legs' bases
+        added, when lower: 240 V events are rare, so their own levels say little)."""
+        base = min(self.recent_levels[legs])
+        a, b = self.recent_levels.get("a"), self.recent_levels.get("b")
+        if legs == "ab" and a and b:
+            base = min(base, min(a) + min(b))
+        return base
 
     def _runs_that_ended(
         self, runs: list[Activation], load: Mapping[str, float], excess: float, slack: float

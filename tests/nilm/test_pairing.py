@@ -201,3 +201,30 @@ def test_a_merged_drop_closes_the_runs_that_add_up_to_it_not_a_larger_one() -> N
     assert sorted(a.on_event_id for a in changed) == ["hp_on", "mw_on"]
     assert all(a.end_ts == T0 + timedelta(seconds=700) for a in changed)
     assert [r.on_event_id for r in p.open["ab"]] == ["ev_on"]
+
+
+def test_a_240v_off_closes_the_one_leg_run_its_on_left() -> None:
+    """A stove's on fell in the same second as a kettle's off on leg a, so only its leg-b half
+    made an event; its off steps both legs. The off's leg-b part closes that run, at the off."""
+    p = Pairer()
+    p.on_event(lev("base", 0, "b", 80.0, 80.0), None)
+    p.on_event(lev("stove_b_on", 10, "b", 80.0, 496.0), "stove")
+    off = Event("stove_off", "h", T0 + timedelta(seconds=3010), "ab", -830.0, 0.0, -830.0, 0.0,
+                0.0, 1010.0, 180.0, -420.0, -410.0, 240.0)  # fmt: skip
+    (run,) = p.on_event(off, "stove")
+    assert (run.on_event_id, run.off_event_id, run.off_power_w) == ("stove_b_on", "stove_off",
+                                                                     410.0)
+    assert run.duration_s == 3000.0
+
+
+def test_the_first_240v_event_takes_its_base_from_the_two_legs() -> None:
+    """No 240 V event has been seen yet, so its own levels (both legs, a lamp on) would pass for
+    the base and leave no room for the lamp; the legs' own bases say the lamp still fits."""
+    p = Pairer()
+    p.on_event(lev("base_a", 0, "a", 60.0, 60.0), None)
+    p.on_event(lev("base_b", 0, "b", 60.0, 60.0), None)
+    p.on_event(lev("lamp_on", 10, "a", 60.0, 160.0), "lamp")
+    on = Event("dryer_on", "h", T0 + timedelta(seconds=20), "ab", 4000.0, 0.0, 4000.0, 0.0, 0.0,
+               220.0, 4220.0, 2000.0, 2000.0, 240.0)  # fmt: skip
+    assert [a.on_event_id for a in p.on_event(on, "dryer")] == ["dryer_on"]
+    assert [r.on_event_id for r in p.open["a"]] == ["lamp_on"]
