@@ -218,13 +218,13 @@ def test_a_240v_off_closes_the_one_leg_run_its_on_left() -> None:
 
 
 def test_the_first_240v_event_takes_its_base_from_the_two_legs() -> None:
-    """No 240 V event has been seen yet, so its own levels (both legs, a lamp on) would pass for
-    the base and leave no room for the lamp; the legs' own bases say the lamp still fits."""
+    """No 240 V event has been seen yet, so its own levels (both legs, a heater on) would pass
+    for the base and leave no room for the heater; the legs' own bases say it still fits."""
     p = Pairer()
     p.on_event(lev("base_a", 0, "a", 60.0, 60.0), None)
     p.on_event(lev("base_b", 0, "b", 60.0, 60.0), None)
-    p.on_event(lev("lamp_on", 10, "a", 60.0, 160.0), "lamp")
+    p.on_event(lev("heater_on", 10, "a", 60.0, 1060.0), "heater")
     on = Event("dryer_on", "h", T0 + timedelta(seconds=20), "ab", 4000.0, 0.0, 4000.0, 0.0, 0.0,
-               220.0, 4220.0, 2000.0, 2000.0, 240.0)  # fmt: skip
+               1120.0, 5120.0, 2000.0, 2000.0, 240.0)  # fmt: skip
     assert [a.on_event_id for a in p.on_event(on, "dryer")] == ["dryer_on"]
-    assert [r.on_event_id for r in p.open["a"]] == ["lamp_on"]
+    assert [r.on_event_id for r in p.open["a"]] == ["heater_on"]
