@@ -12,10 +12,16 @@ always-on base and what remains unexplained.
 An off can be missed, merged into another step or measured too different from its on to match
 (a TV whose draw wandered); its run would stay open until some later, unrelated off of a
 similar size closes it hours later, or be given up with no energy at all. Every event carries
-the power of its legs after the step, a floor no set of running loads can exceed: when the runs
-open on an event's legs add up to more than that, some of them have ended. `Pairer` closes the
-ones that account for the excess, at this event when it is a drop (most likely their missed or
-mismeasured off), else at the last event on those legs that still had room for them.
+the power of its legs after the step, a floor no set of running loads can exceed (above the
+legs' always-on base): when the runs open on an event's legs add up to more than that, some of
+them have ended. `Pairer` closes the few whose draws add up closest to the excess (two loads
+whose offs fell in one second, rather than one larger run that happens to cover both), at this
+event when it is a drop its own matches do not explain (most likely their mismeasured off),
+else halfway between the last event on those legs that had room for them and this one. One run
+that a sag of its draw could explain is kept (a heater warming under a second element). So a
+second on of the same device no longer means its first off was missed (a dishwasher's heater
+switches on under its running pump), and a 240 V off whose on was seen on one leg only closes
+that leg's run with its part.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ logger = logging.getLogger(__name__)
 # How many recent levels of a leg set its always-on base is the minimum of: a few days of events,
 # so that a base that changes (a new standby load) is followed.
 _BASE_MEMORY_EVENTS = 500
+# The share of a drop its matched runs may leave unexplained and still be only their off.
+_UNEXPLAINED_SHARE = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +220,7 @@ class Pairer:
         unexplained_w = -event.delta_p_w - sum(
             a.off_power_w or 0.0 for a in changed if a.off_event_id == event.event_id
         )
-        ends_here = event.delta_p_w < 0 and unexplained_w > 0.2 * -event.delta_p_w
+        ends_here = event.delta_p_w < 0 and unexplained_w > _UNEXPLAINED_SHARE * -event.delta_p_w
         return changed + self._enforce_floor(event, ends_here)
 
     def _pair(self, event: Event, device: str | None) -> list[Activation]:
