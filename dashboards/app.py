@@ -9,6 +9,7 @@ serves the file(s) read-only itself; importing it does nothing, so tests can.
 
 from __future__ import annotations
 
+import html
 import logging
 from typing import Any
 
@@ -23,7 +24,7 @@ from dashboards.store import DataStore, FleetStore
 from dashboards.unknowns import UnknownsView
 from dashboards.widgets import LIVE_WINDOWS, DevicePalette, Selection
 
-__all__ = ["PAGES", "DashboardApp", "build_app"]
+__all__ = ["PAGES", "DashboardApp", "build_app", "page_title"]
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,19 @@ PAGES = ("Live", "Events", "Label", "Devices", "Unknowns & health")
 REFRESH_MS = 1000
 SLOW_EVERY = 2
 HOMES_EVERY = 30
+HEADER_BACKGROUND = "#1f3b73"
 
 pn.extension("tabulator", design="bootstrap", notifications=False)
+
+
+def page_title(homes: list[str], home_id: str, read_only: bool) -> str:
+    """The page's title: the home (or how many), and whether labels can be stored.
+
+    >>> page_title(["oak-1"], "oak-1", True), page_title(["a", "b"], "a", False)
+    ('Home energy · oak-1 · read-only', 'Home energy · 2 homes')
+    """
+    title = f"Home energy · {home_id}" if len(homes) <= 1 else f"Home energy · {len(homes)} homes"
+    return title + (" · read-only" if read_only else "")
 
 
 class DashboardApp:
@@ -76,18 +88,22 @@ class DashboardApp:
         )
         self.selection.param.watch(self._go_to_page, "page")
         self.tabs.param.watch(self._page_opened, "active")
-        title = (
-            f"Home energy · {store.home_id}"
-            if len(homes) <= 1
-            else f"Home energy · {len(homes)} homes"
-        ) + (" · read-only" if read_only else "")
-        self.template = pn.template.BootstrapTemplate(
-            title=title,
-            header=[self.home_picker],
-            main=[self.tabs],
-            header_background="#1f3b73",
-            collapsed_sidebar=True,
+        self.title = title = page_title(homes, store.home_id, read_only)
+        # A plain column, not one of Panel's templates: a BootstrapTemplate took as long to put
+        # in a session's document as the Live page itself, and brought Bootstrap's own script
+        # and stylesheet (300 kB) to every first paint, for a header and an unused sidebar.
+        self.header = pn.Row(
+            pn.pane.HTML(
+                f"<span style='color:white;font-size:1.35rem'>{html.escape(title)}</span>",
+                margin=(12, 20),
+            ),
+            pn.Spacer(),
+            self.home_picker,
+            styles={"background": HEADER_BACKGROUND, "color": "white"},
+            sizing_mode="stretch_width",
+            margin=0,
         )
+        self.page = pn.Column(self.header, self.tabs, sizing_mode="stretch_width", margin=0)
         self._callback: Any = None
         self._ticks = 0
 
@@ -233,12 +249,21 @@ class DashboardApp:
             log.exception("refreshing the %s page", page)
 
     def start(self) -> None:
-        """Refresh every `REFRESH_MS` while the session lasts (only inside a served session)."""
+        """Refresh every `REFRESH_MS` once the browser has drawn the page, until the session ends.
+
+        Only inside a served session. The timer waits for the page's load: its first ticks
+        would otherwise compete with sending the page itself, and a session whose page never
+        loads (a health check's `GET /`) would query the database every second until it expires.
+        """
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-            self._callback = pn.state.add_periodic_callback(self.tick, period=REFRESH_MS)
+            pn.state.onload(self._start_timer)
             # A refresh that pushes to a tab already closed fails in the websocket, and
             # asyncio logs it as "Task exception was never retrieved": stop with the session.
             pn.state.curdoc.on_session_destroyed(lambda context: self.stop())
+
+    def _start_timer(self) -> None:
+        if self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.tick, period=REFRESH_MS)
 
     def stop(self) -> None:
         """Stop the session's timer (idempotent)."""
@@ -263,7 +288,7 @@ def build_app(
     window: str = "1 h",
     page: str = "Live",
     home: str | None = None,
-) -> pn.template.BootstrapTemplate:
+) -> pn.Column:
     """One session's page over `store` (one home, or a fleet's); refreshes itself when served.
 
     The page's URL may choose the live window (`?window=30 days`), the page (`?page=Devices`)
@@ -278,9 +303,9 @@ def build_app(
     if page != "Live":
         app.tabs.active = PAGES.index(page)
     app.start()
-    template = app.template
-    template._nilm_app = app  # so a test or a debugger can reach the views
-    return template
+    page = app.page
+    page._nilm_app = app  # so a test or a debugger can reach the views
+    return page
 
 
 def _served_app() -> Any:  # pragma: no cover - only under `panel serve`
@@ -298,4 +323,5 @@ def _served_app() -> Any:  # pragma: no cover - only under `panel serve`
 
 
 if pn.state.served:  # pragma: no cover
-    _served_app().servable()
+    _page = _served_app()
+    _page.servable(title=_page._nilm_app.title)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import panel as pn
-from bokeh.models import ColumnDataSource
+from bokeh.models import ColumnDataSource, Line, Scatter, VArea
 from bokeh.plotting import figure
 
 from dashboards.store import LEG_CHOICES, RESOLUTIONS, DataStore, PowerView, RangeProblem
@@ -453,28 +453,25 @@ class LivePowerView(pn.viewable.Viewer):
             toolbar_location="above", x_axis_label="time (UTC)", y_axis_label="active power (W)",
         )  # fmt: skip
         fig.xaxis.formatter = time_axis_formatter()
+        # Glyphs are added bare (BokehJS derives the selection and muted looks itself) and the
+        # apparent-power lines only when first asked for: each model costs the first paint
+        # twice, once to build in the server and once in the browser.
         self.renderers: dict[str, list[Any]] = {}
         for key in ("total", "a", "b"):
             color = LEG_COLORS[key]
-            band = fig.varea(
-                "ts", f"{key}_min", f"{key}_max", source=self.power_source,
-                fill_color=color, fill_alpha=0.18,
-            )  # fmt: skip
-            line = fig.line(
-                "ts", f"{key}_mean", source=self.power_source, color=color, line_width=1.6
+            band = fig.add_glyph(self.power_source, VArea(
+                x="ts", y1=f"{key}_min", y2=f"{key}_max", fill_color=color, fill_alpha=0.18,
+            ))  # fmt: skip
+            line = fig.add_glyph(
+                self.power_source, Line(x="ts", y=f"{key}_mean", line_color=color, line_width=1.6)
             )
-            va = fig.line(
-                "ts", f"{key}_va", source=self.power_source, color=color, line_width=1.2,
-                line_dash="dashed",
-            )  # fmt: skip
             self.renderers[key] = [band, line]
-            self.renderers[f"{key}_va"] = [va]
+            self.renderers[f"{key}_va"] = []
         markers = [
-            fig.scatter(
-                "ts", "y", source=self.marker_sources[kind], marker=marker, size=12,
-                fill_color="color", fill_alpha="fill_alpha", line_color="line_color",
-                line_width=2,
-            )
+            fig.add_glyph(self.marker_sources[kind], Scatter(
+                x="ts", y="y", marker=marker, size=12, fill_color="color",
+                fill_alpha="fill_alpha", line_color="line_color", line_width=2,
+            ))
             for kind, marker in (("on", "triangle"), ("off", "inverted_triangle"))
         ]  # fmt: skip
         fig.add_tools(event_hover(markers))
@@ -504,9 +501,20 @@ class LivePowerView(pn.viewable.Viewer):
         with bokeh_edits():
             self._show_chosen_series()
 
+    def _build_va_lines(self) -> None:
+        for key in ("total", "a", "b"):
+            self.renderers[f"{key}_va"] = [
+                self.figure.add_glyph(self.power_source, Line(
+                    x="ts", y=f"{key}_va", line_color=LEG_COLORS[key], line_width=1.2,
+                    line_dash="dashed",
+                ))
+            ]  # fmt: skip
+
     def _show_chosen_series(self) -> None:
         if self.pf.value and self.pf_figure is None:
             self._build_pf_figure()
+        if self.apparent.value and not self.renderers["total_va"]:
+            self._build_va_lines()
         shown = set(LEG_SERIES[self.legs.value])
         for key in ("total", "a", "b"):
             for renderer in self.renderers[key]:

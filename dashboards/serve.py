@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import ipaddress
 import json
 import logging
@@ -46,6 +47,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 20.0
+# BokehJS parts the pages never use: MathJax (1.8 MB: Panel adds it to any page with an HTML
+# pane, in case the text holds LaTeX; ours never does) and WebGL (no figure draws with it; it
+# opens a software GL context on load). Every first paint downloads and runs what is left.
+UNUSED_BOKEH_JS = ("bokeh-mathjax", "bokeh-gl")
 
 
 class DashboardRefused(ValueError):
@@ -128,7 +133,7 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _wait_until_listening(host: str, port: int, thread: threading.Thread) -> None:
-    connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    connect_host = _connect_host(host)
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         if not thread.is_alive():
@@ -228,8 +233,15 @@ def start_dashboard(
         else [f"*:{port}"]
     )
     auth: dict[str, Any] = {}
+    server_id = secrets.token_hex(16)
     if token:
         auth = {"basic_auth": token, "cookie_secret": secrets.token_hex(32)}
+    title = "Home energy"  # the browser tab's; Panel sets it per server, not per session
+    if app_factory is None:
+        from dashboards.app import page_title
+
+        homes = fleet.homes() if fleet is not None else [store.home_id]
+        title = page_title(homes, store.home_id, read_only or store.read_only)
     thread = pn.serve(
         session,
         port=port,
@@ -238,15 +250,17 @@ def start_dashboard(
         show=False,
         threaded=True,
         verbose=False,
-        title="Home energy",
+        title=title,
         # GET /liveness answers without building a session: what a readiness check should
         # ask, since every GET / builds a whole page (and a check that times out and asks
         # again piles up page builds on a busy machine).
         liveness=True,
+        server_id=server_id,
         **auth,
     )
     try:
         _wait_until_listening(host, port, thread)
+        _serve_light_pages(server_id)
     except DashboardRefused:
         with contextlib.suppress(Exception):
             thread.stop()
@@ -256,6 +270,13 @@ def start_dashboard(
         raise
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}/"
+    if not token:  # behind a password, GET / is the login page: nothing to warm
+        _warm_up(_connect_url(host, port))
+    # Panel runs a full garbage collection whenever a session ends (a tab closed, a page
+    # reloaded): in a process holding a flow, its models and every imported module, that took
+    # ~0.5 s with the GIL held, in the middle of the next page's first paint. What exists by now
+    # lives as long as the process: move it out of the collector's sight (0.5 s -> 0.2 ms).
+    gc.freeze()
     sidecars = []
     for con in connections:
         db_path = _database_path(con)
@@ -269,6 +290,56 @@ def start_dashboard(
             log.warning("could not write %s; 'nilm dashboard' will not know this URL", sidecar)
     log.info("dashboard at %s%s", url, " (password required)" if token else "")
     return DashboardHandle(url, host, port, store, thread, sidecars, fleet=fleet)
+
+
+def _connect_host(host: str) -> str:
+    """The address to reach a server bound to `host` from this machine."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+
+
+def _connect_url(host: str, port: int) -> str:
+    connect_host = _connect_host(host)
+    shown = f"[{connect_host}]" if ":" in connect_host else connect_host
+    return f"http://{shown}:{port}/"
+
+
+def _warm_up(url: str) -> None:
+    """Ask for one page before anyone does, so that the first visitor does not wait for it.
+
+    A process's first page took twice as long to build as the next ones (modules Panel and
+    Bokeh import on first use, the store's first queries, caches of model properties). Its
+    session expires unused; its refresh timer never starts, since no browser loads it.
+    """
+    import urllib.request
+
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=_START_TIMEOUT_S) as response:
+            response.read()
+    except OSError as err:  # a cold first page is slower, not broken: serve on
+        log.warning("warming up the dashboard at %s failed: %s", url, err)
+        return
+    log.debug("dashboard warmed up in %.2f s", time.perf_counter() - t0)
+
+
+def _serve_light_pages(server_id: str) -> None:
+    """Leave `UNUSED_BOKEH_JS` out of every page the server `server_id` renders."""
+    servers = getattr(pn.state, "_servers", {})
+    # The socket listens a moment before Panel notes its server: wait for the note.
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while server_id not in servers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if server_id not in servers:  # pragma: no cover - a Panel that keeps its servers elsewhere
+        log.warning("serving the full BokehJS bundle: Panel's server %s is not known", server_id)
+        return
+    app = servers[server_id][0]._tornado
+    full = app.resources
+
+    def resources(absolute_url: Any = None) -> Any:
+        bundle = full(absolute_url)
+        return bundle.clone(components=[c for c in bundle.components if c not in UNUSED_BOKEH_JS])
+
+    app.resources = resources
 
 
 def _owner_url(db_path: Path) -> str | None:

@@ -62,6 +62,14 @@ class SegmentationConfig:
         to the first of the next) are one ramp.
     spike_s
         A step that comes back to its level before within this time is a transient.
+    hold_s
+        ... but a single clean step whose new level holds steady (within `min_event_w` / 3
+        or 5 % of the step)
+        this long before the next climb is a switch of its own, as is the climb (a kettle
+        switching its second element on 3 s after the first).
+    jump_ratio
+        ... and a jump within one sample this many times the step before it, after the leg
+        climbed slowly for longer than `ramp_gap_s` (a microwave's magnetron after its fan).
     staircase_s
         The same, once a step has transient samples (a soft start holding between climbs).
     max_ramp_s
@@ -112,6 +120,8 @@ class SegmentationConfig:
     after_samples: int = 3
     ramp_gap_s: float = 4.5
     spike_s: float = 2.5
+    hold_s: float = 2.5
+    jump_ratio: float = 3.0
     staircase_s: float = 8.0
     max_ramp_s: float = 20.0
     legs_merge_s: float = 2.0
@@ -383,7 +393,9 @@ class LegSegmenter:
             # a slide larger than any wander (a washer's spin-down) chains
             wandering = self._recent(buf.ts(group.first)) > 0.0
             while abs(group.delta_w) >= cfg.min_event_w / 3.0:
-                slow = group.n_cps >= 2 and not wandering
+                # (a climb larger than any wander is no wander, even on a wandering leg)
+                big = abs(group.delta_w) >= cfg.wander_cap_w
+                slow = group.n_cps >= 2 and (big or not wandering)
                 gap_s = cfg.staircase_s if slow else cfg.ramp_gap_s
                 gap_limit = buf.ts(group.last) + int(gap_s * 1e6)
                 ramp_limit = buf.ts(group.first) + int(cfg.max_ramp_s * 1e6)
@@ -410,18 +422,39 @@ class LegSegmenter:
                     lo = max(self.seg_start, group.first - cfg.before_samples)
                     before = _median(buf.window(name, lo, group.first))
                     after = _median(buf.window(name, g2.last, g2.after_hi))
-                    # a short excursion that comes back is a transient, not two switches
-                    back = (
-                        abs(after - before) < cfg.min_event_w
-                        and buf.ts(g2.first) - buf.ts(group.last) <= cfg.spike_s * 1e6
+                    soon = buf.ts(g2.first) - buf.ts(group.last) <= cfg.spike_s * 1e6
+                    # a short excursion that comes back is a transient, not two switches; so is
+                    # one whose decay brings the leg back (a PC's burst of work fading away)
+                    back = abs(after - before) < cfg.min_event_w and (
+                        soon or (decaying and self._faded(group, g2, before, buf))
                     )
                     # a fall that continues an inrush's decay, the load still on after it
                     decay = decaying and g2.delta_w < 0 and after - before >= cfg.min_event_w
+                    # an inrush held for a sample or two, then one fall to the running level (a
+                    # compressor: 69 -> 530 -> 620 -> 125 W): the fall ends the inrush
+                    held = (
+                        soon
+                        and not group.decayed
+                        and group.delta_w > 0
+                        and g2.delta_w < 0
+                        and after - before >= cfg.min_event_w
+                        and before + group.delta_w - after
+                        >= max(cfg.min_event_w, 0.5 * (after - before))
+                    )
+                    decay = decay or held
                     if not (same or small or back or decay):
                         break
                     # a ramp climbs without falling back: a rise after an inrush has decayed
                     # is the next switch (a water heater starting while a heat pump settles)
                     if same and not small and (group.decayed or decaying):
+                        break
+                    # a clean step whose level then holds steady is a switch of its own, and so
+                    # is the next climb (a kettle's second element 3 s after its first)
+                    if same and not small and self._held(group, g2, buf):
+                        break
+                    # a sudden jump far larger than the slow climb before it is the next switch
+                    # (a microwave's magnetron after its lamp and fan came up over 6 s)
+                    if same and not small and self._jumps(group, g2, buf):
                         break
                     rise_last = g2.last if same else group.rise_last
                     group = _Group(
@@ -444,8 +477,9 @@ class LegSegmenter:
                 return steps
             del self.cps[:nxt]
             prev = self.seg_start
+            switch = self._is_switch(group, buf)
             self.seg_start = group.last
-            if self._is_switch(group, buf):
+            if switch:
                 steps.append(self._step(group, prev, buf))
                 self.event_end = group.last
             else:
@@ -455,16 +489,21 @@ class LegSegmenter:
     def _is_switch(self, group: _Group, buf: SampleBuffer) -> bool:
         """Whether a closed group is a switch rather than noise or a load wandering.
 
-        A step of at least `wander_cap_w`, or one that starts with an inrush (a motor: wander
-        never overshoots), is a switch when it reaches `min_event_w`. A smaller one must also
-        stand out of the leg's wander and leave the leg at its new level (`_persists`).
+        A step of at least `wander_cap_w` is a switch when it reaches `min_event_w`; so is one
+        that starts with an inrush (a motor: wander never overshoots) and leaves the leg at its
+        new level once the inrush has decayed. A smaller one must also stand out of the leg's
+        wander and leave the leg at its new level (`_persists`).
         """
         cfg = self.config
         size = abs(group.delta_w)
         if size < cfg.min_event_w:
             return False
-        if size >= cfg.wander_cap_w or self._has_inrush(group, buf):
+        if size >= cfg.wander_cap_w:
             return True
+        if self._has_inrush(group, buf):
+            # its level is read while the inrush still decays: a burst of work that fades
+            # back (a PC) leaves the leg where it was
+            return self._settles_above(group, buf)
         threshold = self._threshold(group, buf)
         # where the leg shows no wander, a load that settles slowly (a dishwasher's pump) need
         # only stay a switch's worth above its old level
@@ -491,6 +530,21 @@ class LegSegmenter:
         horizon = ts_us - int(cfg.wander_memory_s * 1e6)
         while self.moves and self.moves[0][0] < horizon:
             self.moves.pop(0)
+
+    def _settles_above(self, group: _Group, buf: SampleBuffer) -> bool:
+        """Whether a step up with an inrush still stands `min_event_w` above the level before
+        it once the inrush has had `wander_after_s` to decay (up to any larger switch)."""
+        cfg = self.config
+        name = f"{self.leg}_p"
+        lo = max(self.seg_start, group.first - cfg.before_samples)
+        before = _median(buf.window(name, lo, group.first))
+        after_w = buf.window(name, group.last, self._wander_to(group, buf))
+        start = _median(after_w[: cfg.after_samples])
+        big = np.flatnonzero(np.abs(after_w - start) >= cfg.wander_cap_w)
+        tail = after_w[cfg.after_samples : big[0] if big.size else after_w.size]
+        if np.count_nonzero(np.isfinite(tail)) < 3:
+            return True
+        return _median(tail) - before >= cfg.min_event_w
 
     def _recent(self, ts_us: int) -> float:
         """How large the leg's moves have been lately, when it has moved often (a PC's bursts of
@@ -579,6 +633,37 @@ class LegSegmenter:
         # an inrush peaks where the step ends and only falls after it; a load that holds or
         # climbs for seconds and then drops (a washer's heating pulse) switched twice
         return float(w[0]) >= float(w.max()) - max(2.0, 0.1 * fall)
+
+    def _faded(self, group: _Group, g2: _Group, before: float, buf: SampleBuffer) -> bool:
+        """Whether an inrush had already lost most of its excess over `before` when `g2`
+        began: a burst fading away, not a load that ran and then switched off."""
+        w = buf.window(f"{self.leg}_p", group.first, g2.first)
+        w = w[np.isfinite(w)]
+        return w.size >= 2 and float(w[-1]) - before <= 0.5 * (float(w.max()) - before)
+
+    def _jumps(self, group: _Group, g2: _Group, buf: SampleBuffer) -> bool:
+        """Whether `g2` is a jump within one sample, at least `jump_ratio` times the step that
+        `group` has made so far, after the leg moved for longer than `ramp_gap_s` since."""
+        cfg = self.config
+        if g2.n_cps != 1 or abs(g2.delta_w) < cfg.jump_ratio * abs(group.delta_w):
+            return False
+        if buf.ts(g2.first) - buf.ts(group.last) <= cfg.ramp_gap_s * 1e6:
+            return False
+        w = buf.window(f"{self.leg}_p", g2.first - 1, g2.first + 1)
+        return w.size == 2 and abs(float(w[1] - w[0])) >= 0.8 * abs(g2.delta_w)
+
+    def _held(self, group: _Group, g2: _Group, buf: SampleBuffer) -> bool:
+        """Whether `group` is one clean step after which the leg held its new level, without
+        moving by more than `min_event_w` / 3 (or 5 % of the step), for at least `hold_s`
+        before `g2` begins."""
+        cfg = self.config
+        if group.n_cps != 1 or buf.ts(g2.first) - buf.ts(group.last) < cfg.hold_s * 1e6:
+            return False
+        w = buf.window(f"{self.leg}_p", group.last, g2.first)
+        w = w[np.isfinite(w)]
+        # a load's noise grows with its draw (a 4 kW leg moves by 15 W from second to second)
+        steady = max(cfg.min_event_w / 3.0, 0.05 * abs(group.delta_w))
+        return w.size >= 2 and float(w.max() - w.min()) <= steady
 
     def _moving(self, group: _Group, until: int, buf: SampleBuffer, wandering: bool) -> bool:
         """Whether the power keeps moving in the group's direction from its end to `until` (by

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import urllib.error
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -21,6 +23,7 @@ from dashboards.serve import (
     sidecar_path,
     start_dashboard,
 )
+from dashboards.store import DataStore
 from nilm.settings import Settings
 
 SETTINGS = Settings(dashboard_port=0)
@@ -49,6 +52,34 @@ def test_serves_the_page_and_notes_its_url_beside_the_file(flow_copy: Path) -> N
     assert not sidecar_path(flow_copy).exists()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(handle.url, timeout=5)
+
+
+def test_a_warmed_up_page_loads_only_the_bokehjs_it_uses_and_no_timer_before_it_is_drawn(
+    flow_copy: Path,
+) -> None:
+    from dashboards.app import build_app
+
+    built: list[Any] = []
+
+    def session(store: DataStore) -> Any:
+        built.append(build_app(store))
+        return built[-1]
+
+    con = duckdb.connect(str(flow_copy))
+    handle = start_dashboard(con, SETTINGS, app_factory=session)
+    try:
+        assert len(built) == 1  # the server built a page before anyone asked: the slow first
+        status, page = _get(handle.url)
+        assert status == 200 and "bokeh.min.js" in page and "bokeh-tables.min.js" in page
+        assert "bokeh-widgets.min.js" in page
+        assert "bokeh-mathjax" not in page and "bokeh-gl" not in page
+        # no browser loaded the pages: their sessions never start querying every second
+        assert len(built) == 2 and all(p._nilm_app._callback is None for p in built)
+        # objects older than the server are out of the full collection Panel runs per session
+        assert gc.get_freeze_count() > 0
+    finally:
+        handle.stop()
+        con.close()
 
 
 def test_refuses_a_public_address_without_a_token() -> None:

@@ -400,3 +400,89 @@ def test_a_step_after_a_gap_in_the_readings_spans_the_gap():
     assert second(e) == 92  # the second after the last reading before the gap
     assert e.ramp_s >= 7.5  # it happened somewhere in the gap
     assert e.delta_p_w == pytest.approx(500.0, rel=0.02)
+
+
+def test_kettle_second_element_after_a_held_first_is_a_switch_of_its_own():
+    # ANTgen's kettle (h3): +580 W held steady for 3 s, then +1416 W; its truth has two events
+    a = np.concatenate([flat(100, 108.0), flat(3, 688.0), flat(200, 2104.0), flat(100, 108.0)])
+    events = detect(make_batch(a, flat(a.size, 60.0)))
+    assert_events(events, [(100, "a", 580.0), (103, "a", 1416.0), (303, "a", -1996.0)])
+
+
+def test_a_climb_held_for_two_seconds_still_chains():
+    # a hold of 2 s is a staircase (the truth joins changes within 2 s of each other)
+    a = np.concatenate([flat(100, 108.0), flat(2, 688.0), flat(200, 2104.0)])
+    events = detect(make_batch(a, flat(a.size, 60.0)))
+    assert_events(events, [(100, "a", 1996.0)])
+    assert events[0].ramp_s >= 1.5
+
+
+def test_an_inrush_held_two_samples_then_one_fall_is_one_event():
+    # ANTgen's fridge (h2): 69 -> 530 -> 620 -> 125 W, then running at +57 W
+    b = np.concatenate([flat(100, 69.0), [530.0, 620.0], flat(300, 126.0), flat(100, 69.0)])
+    events = detect(make_batch(flat(b.size, 90.0), b))
+    assert_events(events, [(100, "b", 57.0), (402, "b", -57.0)], rel=0.15)
+    assert events[0].inrush_peak_w == pytest.approx(620 - 126, abs=20)
+
+
+def test_a_load_that_runs_two_seconds_at_its_level_then_another_stops_is_two_events():
+    # 500 W on with a one-sample inrush, and 2 s after it settles another load stops (-60 W):
+    # the fall is no inrush ending, for the level it leaves is the new load's
+    a = np.concatenate([flat(100, 150.0), [1500.0], flat(2, 650.0), flat(200, 590.0)])
+    events = detect(make_batch(a, flat(a.size, 90.0)))
+    assert_events(events, [(100, "a", 500.0), (103, "a", -60.0)], tol_s=1)
+
+
+def test_a_burst_that_decays_back_to_its_level_is_no_event():
+    # ANTgen's PC (h1): 152 -> 287 -> 230 -> 201 -> 177 -> 172 -> 164 -> ... -> 154 W
+    burst = np.array([287.0, 230, 201, 177, 172, 164, 163, 157, 156, 154])
+    b = np.concatenate([flat(100, 152.0), burst, flat(200, 152.0)])
+    assert [e for e in detect(make_batch(flat(b.size, 90.0), b)) if abs(e.delta_p_w) >= 30] == []
+
+
+def test_a_pulse_that_sags_while_it_runs_is_two_switches():
+    # ANTgen's printer (h4): on at 369 W sagging to 352 W over 10 s, then off
+    pulse = np.linspace(365.0, 352.0, 10)
+    b = np.concatenate([flat(100, 75.0), 75 + pulse, [230.0], flat(200, 75.0)])
+    events = detect(make_batch(flat(b.size, 90.0), b))
+    assert_events(events, [(100, "b", 360.0), (110, "b", -350.0)], tol_s=1, rel=0.1)
+
+
+def test_two_heavy_loads_switching_off_four_seconds_apart_are_two_events():
+    # the simulator's seed 2: a heat pump steps down 3.3 kW, 4 s later a water heater (4.4 kW)
+    # stops; both 240 V, and a 2.4 kW leg moves by 15 W from second to second
+    rng = np.random.default_rng(2)
+    total = np.concatenate([flat(100, 7800.0), flat(4, 4540.0), flat(200, 180.0)])
+    wobble = rng.normal(0.0, 5.0, total.size)
+    events = detect(make_batch(100 + total / 2 + wobble, 80 + total / 2 - wobble))
+    assert_events(events, [(100, "ab", -3260.0), (104, "ab", -4360.0)], rel=0.05)
+
+
+def test_a_magnetron_after_a_slow_rise_of_fan_and_lamp_is_a_switch_of_its_own():
+    # ANTgen's microwave (h2): 90 -> 121 198 245 279 305 326 W over 6 s, then 1431 W at once
+    rise = np.array([121.0, 198, 245, 279, 305, 326])
+    a = np.concatenate([flat(100, 90.0), rise, flat(200, 1431.0), flat(100, 90.0)])
+    events = detect(make_batch(a, flat(a.size, 60.0)))
+    assert_events(events, [(100, "a", 156.0), (106, "a", 1105.0), (306, "a", -1341.0)], 1, 0.3)
+
+
+def test_an_ev_charger_two_stage_start_stays_one_event():
+    # the jump rule must not split a soft start that climbs in two ramps (15 % -> 40 %, hold,
+    # 40 % -> 100 %), however steep its second ramp
+    ramp = np.concatenate([np.linspace(0.15, 0.4, 5), np.full(5, 0.4), np.linspace(0.6, 1, 3)])
+    leg = np.concatenate([flat(120, 0.0), 3600 * ramp, flat(200, 3600.0)])
+    events = detect(make_batch(200 + leg, 150 + leg))
+    assert [(e.legs, round(e.delta_p_w, -2)) for e in events] == [("ab", 7200.0)]
+
+
+def test_a_two_stage_soft_start_beside_a_wandering_tv_is_one_event():
+    # the simulator's seed 3: an EV charger climbs to 40 %, holds 5 s and climbs on, while a
+    # TV's picture moves leg b: its climbs are no wander, so they chain on both legs
+    rng = np.random.default_rng(6)
+    n = 900
+    tv = 150 + tv_wander(n, rng, 30.0)
+    ramp = np.concatenate([np.linspace(0.15, 0.4, 5), np.full(5, 0.4), np.linspace(0.4, 1, 5)])
+    leg = np.concatenate([flat(700, 0.0), 3600 * ramp, flat(n - 715, 3600.0)])
+    events = detect(make_batch(200 + leg, 60 + tv + leg, seed=6))
+    big = [(second(e), e.legs, round(e.delta_p_w, -2)) for e in events if e.delta_p_w >= 1000]
+    assert big == [(700, "ab", 7200.0)]
