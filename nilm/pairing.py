@@ -8,15 +8,31 @@ on one leg), so the closest match in log ratio wins, with a penalty when the pre
 differ. A run's energy is its duration times the mean of its on and off steps, which is exact
 for a linear sag. `daily_breakdown` turns activations into energy per device per day, the
 always-on base and what remains unexplained.
+
+An off can be missed, merged into another step or measured too different from its on to match
+(a TV whose draw wandered); its run would stay open until some later, unrelated off of a
+similar size closes it hours later, or be given up with no energy at all. Every event carries
+the power of its legs after the step, a floor no set of running loads can exceed (above the
+legs' always-on base): when the runs open on an event's legs add up to more than that, some of
+them have ended. `Pairer` closes the few whose draws add up closest to the excess (two loads
+whose offs fell in one second, rather than one larger run that happens to cover both), at this
+event when it is a drop its own matches do not explain (most likely their mismeasured off),
+else halfway between the last event on those legs that had room for them and this one. One run
+that a sag of its draw could explain is kept (a heater warming under a second element). So a
+second on of the same device no longer means its first off was missed (a dishwasher's heater
+switches on under its running pump), and a 240 V off whose on was seen on one leg only closes
+that leg's run with its part.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -35,13 +51,21 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# How many recent levels of a leg set its always-on base is the minimum of: a few days of events,
+# so that a base that changes (a new standby load) is followed.
+_BASE_MEMORY_EVENTS = 500
+# The share of a drop its matched runs may leave unexplained and still be only their off.
+_UNEXPLAINED_SHARE = 0.2
+
 
 @dataclass(frozen=True, slots=True)
 class Activation:
     """One run of one device: from its on event to the off event that closed it.
 
     An open run has `off_event_id`, `end_ts` and `energy_wh` None; a run that was never closed
-    (its off was missed) is given up after `Pairer.max_run_s` with `abandoned` True.
+    (its off was missed) is given up after `Pairer.max_run_s` with `abandoned` True. A run that
+    the legs' power shows to have ended without a matching off (`Pairer`'s floor) has `end_ts`
+    and `energy_wh` but no `off_event_id`.
     """
 
     activation_id: str
@@ -94,6 +118,10 @@ class Pairer:
     device_mismatch_cost
         Added to a candidate's cost when its device differs from the off event's (in units of
         |log ratio|).
+    floor_tolerance_w, floor_tolerance_ratio
+        How far the open runs on an event's legs may exceed the power those legs draw after it
+        before runs are closed (the larger of the two: watts, and a share of the runs' sum),
+        for steps measured a little off and loads that sag or wander.
 
     Examples
     --------
@@ -117,30 +145,61 @@ class Pairer:
         max_ratio: float = 1.4,
         max_run_s: float = 12 * 3600.0,
         device_mismatch_cost: float = 0.5,
+        floor_tolerance_w: float = 40.0,
+        floor_tolerance_ratio: float = 0.15,
     ) -> None:
         self.min_ratio = min_ratio
         self.max_ratio = max_ratio
         self.max_run_s = max_run_s
         self.device_mismatch_cost = device_mismatch_cost
+        self.floor_tolerance_w = floor_tolerance_w
+        self.floor_tolerance_ratio = floor_tolerance_ratio
         self.open: dict[str, list[Activation]] = {}
+        # Each open run's draw on leg a and leg b (a 240 V run's on event says how it splits).
+        self.leg_power: dict[str, tuple[float, float]] = {}
+        # Per leg set, when an event on it last showed room for every run open on it.
+        self.last_fit: dict[str, datetime] = {}
+        # Per leg set, the levels of its recent events: their minimum is the always-on base,
+        # which no run accounts for.
+        self.recent_levels: dict[str, deque[float]] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pairers pickled (in flow snapshots) before the floor existed have no floor state.
+        state.setdefault("floor_tolerance_w", 40.0)
+        state.setdefault("floor_tolerance_ratio", 0.15)
+        state.setdefault("leg_power", {})
+        state.setdefault("last_fit", {})
+        state.setdefault("recent_levels", {})
+        self.__dict__.update(state)
 
     def clone(self) -> Pairer:
-        return Pairer(self.min_ratio, self.max_ratio, self.max_run_s, self.device_mismatch_cost)
+        return Pairer(
+            self.min_ratio,
+            self.max_ratio,
+            self.max_run_s,
+            self.device_mismatch_cost,
+            self.floor_tolerance_w,
+            self.floor_tolerance_ratio,
+        )
 
     def match(self, event: Event, device: str | None) -> Activation | None:
         """The open run an off event would close; changes nothing."""
         if event.delta_p_w >= 0:
             return None
-        off = -event.delta_p_w
+        return self._best_run(event.legs, -event.delta_p_w, event.ts, device)
+
+    def _best_run(
+        self, legs: str, off: float, ts: datetime, device: str | None
+    ) -> Activation | None:
         best: tuple[float, int] | None = None
-        runs = self.open.get(event.legs, [])
+        runs = self.open.get(legs, [])
         for i, run in enumerate(runs):
             ratio = off / max(run.power_w, 1e-9)
             if not self.min_ratio <= ratio <= self.max_ratio:
                 continue
             cost = abs(math.log(ratio / 0.97))
             # Among equals the most recent run: an older one most likely lost its off event.
-            cost += 0.01 * (event.ts - run.start_ts).total_seconds() / 3600.0
+            cost += 0.01 * (ts - run.start_ts).total_seconds() / 3600.0
             if device is not None and run.device is not None and device != run.device:
                 cost += self.device_mismatch_cost
             if best is None or cost < best[0]:
@@ -151,17 +210,24 @@ class Pairer:
         """Open or close runs for `event`; returns the activations that changed.
 
         An on event opens a run (returned open); an off event closes the best match (returned
-        closed); runs older than `max_run_s` are returned abandoned.
+        closed); runs older than `max_run_s` are returned abandoned; runs on the event's legs
+        that no longer fit under the power those legs draw after it are returned closed, with
+        no off event.
         """
+        changed = self._pair(event, device)
+        # What of a drop no run it closed accounts for: most likely the off of runs that no
+        # longer fit (measured too different to match), which then end here.
+        unexplained_w = -event.delta_p_w - sum(
+            a.off_power_w or 0.0 for a in changed if a.off_event_id == event.event_id
+        )
+        ends_here = event.delta_p_w < 0 and unexplained_w > _UNEXPLAINED_SHARE * -event.delta_p_w
+        return changed + self._enforce_floor(event, ends_here)
+
+    def _pair(self, event: Event, device: str | None) -> list[Activation]:
+        # A device may well switch on twice without an off between (a dishwasher's heater under
+        # its pump): a second on is no sign that the first run's off was missed. The floor is.
         changed = self._expire(event.ts)
         if event.delta_p_w > 0:
-            if device is not None:
-                # A device does not switch on twice: its earlier run's off event was missed.
-                runs = self.open.get(event.legs, [])
-                gone = [r for r in runs if r.device == device]
-                if gone:
-                    self.open[event.legs] = [r for r in runs if r.device != device]
-                    changed += [replace(r, abandoned=True) for r in gone]
             run = Activation(
                 activation_id=event.event_id,
                 home_id=event.home_id,
@@ -172,15 +238,26 @@ class Pairer:
                 power_w=event.delta_p_w,
             )
             self.open.setdefault(event.legs, []).append(run)
+            self.leg_power[run.activation_id] = _split_by_leg(event)
             return [*changed, run]
-        run_or_none = self.match(event, device)
-        if run_or_none is None:
-            return changed
-        run = run_or_none
-        self.open[event.legs].remove(run)
-        off = -event.delta_p_w
+        match = self.match(event, device)
+        if match is not None:
+            return [*changed, self._close(match, event, -event.delta_p_w, device)]
+        if event.legs == "ab":
+            # A 240 V off whose on was seen on one leg only (its other half fell in the same
+            # second as another load's step of the other sign): each leg's part closes that
+            # leg's run.
+            for leg, part in (("a", -event.delta_p_a_w), ("b", -event.delta_p_b_w)):
+                leg_run = self._best_run(leg, part, event.ts, device) if part > 0 else None
+                if leg_run is not None:
+                    changed.append(self._close(leg_run, event, part, device))
+        return changed
+
+    def _close(self, run: Activation, event: Event, off: float, device: str | None) -> Activation:
+        self.open[run.legs].remove(run)
+        self.leg_power.pop(run.activation_id, None)
         hours = (event.ts - run.start_ts).total_seconds() / 3600.0
-        closed = replace(
+        return replace(
             run,
             device=run.device if run.device is not None else device,
             off_event_id=event.event_id,
@@ -188,7 +265,6 @@ class Pairer:
             off_power_w=off,
             energy_wh=hours * (run.power_w + off) / 2.0,
         )
-        return [*changed, closed]
 
     def relabel(self, on_event_id: str, device: str) -> Activation | None:
         """Set the device of the open run started by `on_event_id` (after a confirmation)."""
@@ -206,7 +282,124 @@ class Pairer:
             keep = [r for r in runs if now - r.start_ts <= limit]
             gone += [replace(r, abandoned=True) for r in runs if now - r.start_ts > limit]
             self.open[legs] = keep
-        return gone
+        return [self._forget(r) for r in gone]
+
+    def _forget(self, run: Activation) -> Activation:
+        self.leg_power.pop(run.activation_id, None)
+        return run
+
+    def _enforce_floor(self, event: Event, ends_here: bool) -> list[Activation]:
+        """Close the runs on `event`'s legs that its legs' power after it leaves no room for.
+
+        They end at `event` when it is a drop that the runs it closed do not account for (most
+        likely their own off, measured too different to match), else halfway between the last
+        event on these legs that had room for them and this one (when is not known).
+        """
+        after = event.p_after_w
+        # Hand-made events (and sources without levels) carry no levels that agree with their
+        # step: they say nothing about the floor.
+        if not (math.isfinite(after) and math.isfinite(event.p_before_w)):
+            return []
+        if abs(after - event.p_before_w - event.delta_p_w) > 1.0 or after < 0:
+            return []
+        legs = event.legs
+        levels = self.recent_levels.setdefault(legs, deque(maxlen=_BASE_MEMORY_EVENTS))
+        levels.extend((event.p_before_w, after))
+        after -= self._base_w(legs)
+        on_legs = [r for run_legs, rs in self.open.items() if set(run_legs) & set(legs) for r in rs]
+        load = {r.activation_id: self._power_on(r, legs) for r in on_legs}
+        total = sum(load.values())
+        allowed = after + max(self.floor_tolerance_w, self.floor_tolerance_ratio * total)
+        # The run this event opened is the one thing known to be running.
+        runs = [r for r in on_legs if r.on_event_id != event.event_id]
+        closed: list[Activation] = []
+        last_fit = self.last_fit.get(legs, event.ts)
+        end = event.ts if ends_here else last_fit + (event.ts - last_fit) / 2
+        while runs and total > allowed:
+            chosen = self._runs_that_ended(runs, load, total - after, allowed - after)
+            if not chosen:
+                break
+            for run in chosen:
+                runs.remove(run)
+                total -= load[run.activation_id]
+                self.open[run.legs].remove(run)
+                self.leg_power.pop(run.activation_id, None)
+                stop = max(end, run.start_ts)
+                hours = (stop - run.start_ts).total_seconds() / 3600.0
+                closed.append(replace(run, end_ts=stop, energy_wh=hours * run.power_w))
+            allowed = after + max(self.floor_tolerance_w, self.floor_tolerance_ratio * total)
+        self.last_fit[legs] = event.ts
+        return closed
+
+    def _base_w(self, legs: str) -> float:
+        """The always-on base of `legs`: the least they drew at recent events (both legs' bases
+        added, when lower: 240 V events are rare, so their own levels say little)."""
+        base = min(self.recent_levels[legs])
+        a, b = self.recent_levels.get("a"), self.recent_levels.get("b")
+        if legs == "ab" and a and b:
+            base = min(base, min(a) + min(b))
+        return base
+
+    def _runs_that_ended(
+        self, runs: list[Activation], load: Mapping[str, float], excess: float, slack: float
+    ) -> list[Activation]:
+        """The runs whose draw best accounts for `excess` watts that the legs no longer draw.
+
+        A few runs at most, whose draws add up closest to the excess while removing all but
+        `slack` of it (fewer runs, then more recent ones, among equals): when a drop is two
+        loads ending together (a 240 V off merged into a 120 V one), those two, not the one
+        larger run that happens to cover the sum. None when the one run that accounts for it
+        may just have sagged that far; the largest when no few runs cover it (and go on).
+        """
+        order = sorted(runs, key=lambda r: (_ts(r), r.activation_id))
+        max_size = 3 if len(order) <= 20 else 2 if len(order) <= 60 else 1
+        best: tuple[tuple[float, int, float], tuple[Activation, ...]] | None = None
+        for size in range(1, max_size + 1):
+            for combo in combinations(order, size):
+                drawn = sum(load[r.activation_id] for r in combo)
+                if drawn < excess - slack:
+                    continue
+                key = (abs(drawn - excess), size, -max(_ts(r) for r in combo))
+                if best is None or key < best[0]:
+                    best = (key, combo)
+        if best is None:
+            return [max(order, key=lambda r: (load[r.activation_id], _ts(r)))]
+        chosen = list(best[1])
+        if len(chosen) == 1 and excess <= (1.0 - self.min_ratio) * load[chosen[0].activation_id]:
+            # The run may have sagged that far (a heater warming): an off that small would still
+            # close it, so it may well be running.
+            return []
+        return chosen
+
+    def _power_on(self, run: Activation, legs: str) -> float:
+        """What `run` draws on the legs `legs`."""
+        a, b = self.leg_power.get(run.activation_id, _even_split(run))
+        return (a if "a" in legs else 0.0) + (b if "b" in legs else 0.0)
+
+
+def _ts(run: Activation) -> float:
+    return run.start_ts.timestamp()
+
+
+def _even_split(run: Activation) -> tuple[float, float]:
+    if run.legs == "a":
+        return run.power_w, 0.0
+    if run.legs == "b":
+        return 0.0, run.power_w
+    return run.power_w / 2.0, run.power_w / 2.0
+
+
+def _split_by_leg(event: Event) -> tuple[float, float]:
+    """An on event's step on leg a and leg b: all of it on its leg for a 120 V event; for a
+    240 V one, split as its per-leg steps say (evenly when they say nothing usable)."""
+    if event.legs == "a":
+        return event.delta_p_w, 0.0
+    if event.legs == "b":
+        return 0.0, event.delta_p_w
+    a, b = max(event.delta_p_a_w, 0.0), max(event.delta_p_b_w, 0.0)
+    if not (math.isfinite(a) and math.isfinite(b)) or a + b <= 0:
+        return event.delta_p_w / 2.0, event.delta_p_w / 2.0
+    return event.delta_p_w * a / (a + b), event.delta_p_w * b / (a + b)
 
 
 def energy_by_device_day(activations: Iterable[Activation]) -> dict[tuple[date, str], float]:
