@@ -69,6 +69,8 @@ HOUSEHOLDS = (
     "h4_flatshare",
     "h5_nightshift",
     "h6_pair",
+    "h7_foursome",
+    "h8_solo",
 )
 
 GOALS_HELD_OUT: dict[str, tuple[str, float]] = {

@@ -158,6 +158,16 @@ def _parse_model(name: str) -> tuple[tuple[str, ...], str]:
     return (model,), imbalance or "none"
 
 
+def _check_model_names(models: Sequence[str]) -> None:
+    """Refuses an unknown name before anything is read: a week of readings takes minutes."""
+    from flows.batch_eval import batch_specs, is_batch_model
+
+    batch_specs([m for m in models if is_batch_model(m)])
+    for name in models:
+        if not is_batch_model(name):
+            _parse_model(name)
+
+
 def evaluate_events(
     events: Sequence[Event],
     truth: Sequence[TruthEvent],
@@ -216,6 +226,8 @@ def run_eval(
     `submeter_path` (each device's own power, `read_submeter`) adds `"energy"`: the share of
     energy correctly assigned and each device's energy error, in bins of `energy_bin_s`.
     """
+    if models:
+        _check_model_names(models)
     truth = read_truth_csv(Path(truth_path))
     batches = list(read_batches([Path(p) for p in readings_paths], settings))
     events = detect_events(batches, settings)

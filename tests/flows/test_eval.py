@@ -60,12 +60,16 @@ def test_eval_prints_the_contract_figures(evaluated: tuple[dict, list[str]]) -> 
     assert "knn:weights" in model_names()
 
 
-def test_eval_refuses_an_unknown_model(tmp_path: Path) -> None:
-    # A quarter of an hour: eval reads and evaluates it all before it meets the model's name.
-    readings, truth = tmp_path / "home.parquet", tmp_path / "truth.csv"
-    write_simulation(SimulatorConfig(seed=31), 0.01, readings, truth, progress=False)
-    with pytest.raises(ValueError, match="unknown model"):
-        run_eval([readings], truth, models=["nope"])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("nope", "unknown model"), ("knn:nope", "unknown model"), ("cnn:nope", "no imbalance option")],
+)
+def test_eval_refuses_an_unknown_model_before_reading(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    # Files that do not exist: a name is refused before a week of readings is read and evaluated.
+    with pytest.raises(ValueError, match=message):
+        run_eval([tmp_path / "missing.parquet"], tmp_path / "missing.csv", models=[name])
 
 
 def test_eval_finds_the_events_the_dataflow_writes(recording: tuple[Path, Path]) -> None:
