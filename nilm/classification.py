@@ -477,7 +477,9 @@ class KernelClassifier:
                 continue
             losses = []
             for boost in self.CONTEXT_BOOSTS:
-                p = self._proba(nearest[rows], self.temperature, self.smoothing, running[rows], boost)
+                p = self._proba(
+                    nearest[rows], self.temperature, self.smoothing, running[rows], boost
+                )
                 p_true = p[np.arange(int(rows.sum())), truth[rows]]
                 losses.append(float(-np.log(np.maximum(p_true, 1e-6)).mean()))
             boosts.append(self.CONTEXT_BOOSTS[int(np.argmin(losses))])
