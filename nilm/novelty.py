@@ -29,6 +29,16 @@ from nilm.signatures import FEATURE_LIMITS
 
 __all__ = ["NoveltyDetector", "NoveltyScore"]
 
+# Device names, their labels' rows, where each device's rows start, each device's spread to the
+# power `spread_exponent`, and each row's per-feature spread (`NoveltyDetector._stacked`).
+_Stack = tuple[
+    list[str],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.intp],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]
+
 logger = logging.getLogger(__name__)
 
 
@@ -136,6 +146,8 @@ class NoveltyDetector:
         self.feature_scale = feature_scale
         # Per device, the typical deviation of each feature among its confirmed events.
         self.feature_spread: dict[str, npt.NDArray[np.float64]] = {}
+        # The labels stacked for scoring (`_stacked`), rebuilt after a label; not pickled.
+        self._stack: _Stack | None = None
         limits: dict[Hashable, tuple[float, float]] = {
             k: FEATURE_LIMITS[k] for k in DENSITY_FEATURES
         }
@@ -160,6 +172,11 @@ class NoveltyDetector:
         self.labelled: dict[str, npt.NDArray[np.float64]] = {}
         self.spread: dict[str, float] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_stack"] = None
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         # snapshots from before lazy trees fed the trees every event
@@ -171,6 +188,7 @@ class NoveltyDetector:
         self.__dict__.setdefault("per_feature", False)
         self.__dict__.setdefault("feature_scale", 3.0)
         self.__dict__.setdefault("feature_spread", {})
+        self.__dict__.setdefault("_stack", None)
 
     def clone(self) -> NoveltyDetector:
         return NoveltyDetector(
@@ -239,6 +257,7 @@ class NoveltyDetector:
         self.labelled[device] = memory
         self.spread[device] = _spread(memory, self.spread_prior)
         self.feature_spread[device] = _feature_spread(memory, self._noise_floor())
+        self._stack = None
 
     def _noise_floor(self) -> npt.NDArray[np.float64]:
         """Per feature (in `keys` order, weighted units), the least spread a device may have."""
@@ -249,6 +268,7 @@ class NoveltyDetector:
         self.labelled = {}
         self.spread = {}
         self.feature_spread = {}
+        self._stack = None
 
     def rarity(self, x: dict[str, float]) -> float:
         """The rank of HalfSpaceTrees' anomaly score among the last window's events, in [0, 1].
@@ -272,16 +292,33 @@ class NoveltyDetector:
             return {}
         wx = weighted(x)
         row = np.array([wx.get(k, 0.0) for k in self.keys], dtype=np.float64)
-        out = {}
-        for name in sorted(self.labelled):
-            nearest = float(np.sqrt(((self.labelled[name] - row) ** 2).sum(axis=1)).min())
-            out[name] = nearest / self.spread[name] ** self.spread_exponent
-            if self.per_feature:
-                z = (self.labelled[name] - row) / self.feature_spread[name]
-                per = float(np.sqrt((z**2).sum(axis=1)).min())
-                # in `distance_scale` units, so that both views count alike
-                out[name] = math.sqrt(out[name] * per * self.distance_scale / self.feature_scale)
-        return out
+        names, rows, starts, scale, feature_spread = self._stacked()
+        diff = rows - row
+        nearest = np.minimum.reduceat(np.sqrt((diff**2).sum(axis=1)), starts) / scale
+        if self.per_feature:
+            per = np.minimum.reduceat(np.sqrt(((diff / feature_spread) ** 2).sum(axis=1)), starts)
+            # in `distance_scale` units, so that both views count alike
+            nearest = np.sqrt(nearest * per * self.distance_scale / self.feature_scale)
+        return {name: float(nearest[i]) for i, name in enumerate(names)}
+
+    def _stacked(self) -> _Stack:
+        """Every device's confirmed events in one matrix (devices in name order), where each
+        device's rows start, each device's spread to the power `spread_exponent`, and each
+        row's per-feature spread: one pass of numpy per event instead of one per device."""
+        if self._stack is None:
+            names = sorted(self.labelled)
+            rows = np.vstack([self.labelled[n] for n in names])
+            sizes = [len(self.labelled[n]) for n in names]
+            starts = np.cumsum([0, *sizes[:-1]]).astype(np.intp)
+            scale = np.array([self.spread[n] ** self.spread_exponent for n in names])
+            feature_spread = (
+                np.vstack([np.tile(self.feature_spread[n], (len(self.labelled[n]), 1))
+                           for n in names])
+                if self.per_feature
+                else np.ones_like(rows)
+            )  # fmt: skip
+            self._stack = (names, rows, starts, scale, feature_spread)
+        return self._stack
 
     def label_distance(self, x: dict[str, float]) -> tuple[float, str | None]:
         """The smallest spread-scaled distance to a learned device (inf before any label), and
