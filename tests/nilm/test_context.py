@@ -41,7 +41,7 @@ def test_context_the_labels_never_saw_changes_nothing() -> None:
 
 
 def test_the_learner_remembers_what_ran_on_the_legs_and_labels_learn_it() -> None:
-    learner = HomeLearner("h", seed=0)
+    learner = HomeLearner("h", seed=0, context_window_s=3 * 3600.0)
     heater_on = make_event("heater", 0.0)
     learner.on_event(heater_on)
     label(learner, 1, heater_on, "heater")
@@ -58,3 +58,13 @@ def test_the_learner_remembers_what_ran_on_the_legs_and_labels_learn_it() -> Non
     assert frozenset({"heater"}) in learner.calibration.contexts
     restored = pickle.loads(pickle.dumps(learner))
     assert restored.calibration.contexts == learner.calibration.contexts
+
+
+def test_without_a_window_there_is_no_context() -> None:
+    learner = HomeLearner("h", seed=0)
+    heater_on = make_event("heater", 0.0)
+    learner.on_event(heater_on)
+    label(learner, 1, heater_on, "heater")
+    fridge_on = make_event("fridge", 1.0)
+    learner.on_event(fridge_on)
+    assert learner.recent[fridge_on.event_id].context == frozenset()
