@@ -341,6 +341,7 @@ class KernelClassifier:
 
     TEMPERATURES = tuple(round(0.05 * 1.25**k, 6) for k in range(30))
     SMOOTHING = (0.0, 0.005, 0.02, 0.05, 0.1, 0.2)
+    CONTEXT_BOOSTS = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0)
 
     def __init__(self, max_per_device: int = 200, refit_every: int = 5, loo_max: int = 600) -> None:
         self.max_per_device = max_per_device
@@ -355,17 +356,32 @@ class KernelClassifier:
         self.temperature = 1.0
         self.smoothing = 0.02
         self.n_learned = 0
+        # Per remembered label, the devices that were running when it happened (`learn_one`'s
+        # `context`), and how many times likelier a running device is, fitted on them.
+        self.contexts: list[frozenset[str]] = []
+        self.context_boosts = (1.0, 1.0)  # (off events, on events)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # snapshots from before context kept no contexts: their labels knew none
+        self.__dict__.setdefault("contexts", [frozenset()] * len(self.memory))
+        self.__dict__.setdefault("context_boosts", (1.0, 1.0))
 
     def clone(self) -> KernelClassifier:
         return KernelClassifier(self.max_per_device, self.refit_every, self.loo_max)
 
-    def learn_one(self, x: dict[str, float], y: str) -> None:
-        """Remember a confirmed event and, now and then, refit T and ε."""
+    def learn_one(
+        self, x: dict[str, float], y: str, context: frozenset[str] = frozenset()
+    ) -> None:
+        """Remember a confirmed event (and the devices running then, `context`) and, now and
+        then, refit T, ε and the context boost."""
         self.n_learned += 1
         self.memory.append((y, dict(x)))
+        self.contexts.append(frozenset(context))
         mine = [i for i, (d, _) in enumerate(self.memory) if d == y]
         if len(mine) > self.max_per_device:
             del self.memory[mine[0]]
+            del self.contexts[mine[0]]
         self._rebuild()
         n = len(self.memory)
         if n < 10 * self.refit_every or self.n_learned % self.refit_every == 0:
@@ -389,10 +405,27 @@ class KernelClassifier:
                 out[:, c] = distances[:, cols].min(axis=1)
         return out
 
+    def context_boost(self, x: dict[str, float]) -> float:
+        """How many times likelier a running device is for an event like `x` (on or off)."""
+        return self.context_boosts[1 if x.get("on", 0.0) > 0 else 0]
+
+    def _running(self, contexts: list[frozenset[str]]) -> npt.NDArray[np.float64]:
+        """1 where a device (column) was running for a query (row), else 0."""
+        return np.array(
+            [[1.0 if d in c else 0.0 for d in self.devices] for c in contexts], dtype=np.float64
+        ).reshape(len(contexts), len(self.devices))
+
     def _proba(
-        self, nearest: npt.NDArray[np.float64], temperature: float, smoothing: float
+        self,
+        nearest: npt.NDArray[np.float64],
+        temperature: float,
+        smoothing: float,
+        running: npt.NDArray[np.float64] | None = None,
+        boost: float = 1.0,
     ) -> npt.NDArray[np.float64]:
         logits = -(nearest**2) / (2.0 * temperature**2)
+        if running is not None and boost != 1.0:
+            logits = logits + math.log(boost) * running
         logits -= logits.max(axis=1, keepdims=True)
         weights = np.exp(logits)
         weights /= weights.sum(axis=1, keepdims=True)
@@ -427,16 +460,47 @@ class KernelClassifier:
                     best = (loss, temperature, smoothing)
         assert best is not None
         _, self.temperature, self.smoothing = best
+        # then how much a running device is favoured, given T and ε, for off and on events
+        # apart: an off event comes from a running device by nature, an on event only when a
+        # running device steps up (a washer heating under its drum motor)
+        running = self._running([self.contexts[int(q)] for q in queries[known]])
+        on_col = self.keys.index("on") if "on" in self.keys else None
+        is_on = (
+            self.matrix[queries[known], on_col] > 0
+            if on_col is not None
+            else np.zeros(len(truth), dtype=bool)
+        )
+        boosts = []
+        for rows in (~is_on, is_on):
+            if not running[rows].any():
+                boosts.append(1.0)
+                continue
+            losses = []
+            for boost in self.CONTEXT_BOOSTS:
+                p = self._proba(
+                    nearest[rows], self.temperature, self.smoothing, running[rows], boost
+                )
+                p_true = p[np.arange(int(rows.sum())), truth[rows]]
+                losses.append(float(-np.log(np.maximum(p_true, 1e-6)).mean()))
+            boosts.append(self.CONTEXT_BOOSTS[int(np.argmin(losses))])
+        self.context_boosts = (boosts[0], boosts[1])
 
-    def predict_proba_one(self, x: dict[str, float]) -> dict[str, float]:
-        """Probabilities over the devices learned (empty before the first label)."""
+    def predict_proba_one(
+        self, x: dict[str, float], context: frozenset[str] = frozenset()
+    ) -> dict[str, float]:
+        """Probabilities over the devices learned (empty before the first label), the devices
+        in `context` (running now) favoured by the fitted boost; changes nothing."""
         if not self.devices:
             return {}
         if len(self.devices) == 1:
             return {self.devices[0]: 1.0}
         query = np.array([[x.get(k, 0.0) for k in self.keys]], dtype=np.float64)
         distances = np.sqrt(((self.matrix - query) ** 2).sum(axis=1))[None, :]
-        p = self._proba(self._nearest_by_device(distances), self.temperature, self.smoothing)[0]
+        running = self._running([context]) if context else None
+        p = self._proba(
+            self._nearest_by_device(distances), self.temperature, self.smoothing, running,
+            self.context_boost(x),
+        )[0]  # fmt: skip
         return {d: float(p[i]) for i, d in enumerate(self.devices)}
 
     def predict_one(self, x: dict[str, float]) -> str | None:
