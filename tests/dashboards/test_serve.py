@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -77,6 +78,37 @@ def test_a_warmed_up_page_loads_only_the_bokehjs_it_uses_and_no_timer_before_it_
         assert len(built) == 2 and all(p._nilm_app._callback is None for p in built)
         # objects older than the server are out of the full collection Panel runs per session
         assert gc.get_freeze_count() > 0
+    finally:
+        handle.stop()
+        con.close()
+
+
+def test_a_session_whose_browser_left_stops_refreshing(flow_copy: Path) -> None:
+    from bokeh.client import pull_session
+
+    from dashboards.app import build_app
+
+    built: list[Any] = []
+
+    def session(store: DataStore) -> Any:
+        built.append(build_app(store))
+        return built[-1]
+
+    con = duckdb.connect(str(flow_copy))
+    handle = start_dashboard(con, SETTINGS, app_factory=session)
+    try:
+        with pull_session(url=handle.url) as client:  # a websocket, as a browser holds one
+            app = built[-1]._nilm_app
+            assert client.connected and app.browser_connected()
+            app.tick()
+            assert app._ticks == 1
+        # the server hears the close on its own loop: wait for it, with a limit
+        deadline = time.monotonic() + 20
+        while app.browser_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not app.browser_connected()
+        app.tick()
+        assert app._ticks == 1  # the closed tab's session no longer queries or pushes
     finally:
         handle.stop()
         con.close()
