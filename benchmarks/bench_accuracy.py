@@ -71,6 +71,8 @@ HOUSEHOLDS = (
     "h6_pair",
     "h7_foursome",
     "h8_duo",
+    "h9_trio",
+    "h10_nightowls",
 )
 
 GOALS_HELD_OUT: dict[str, tuple[str, float]] = {
