@@ -217,13 +217,17 @@ class FileReplaySource(FixedPartitionedSource[SourceItem, tuple[int, int]]):
 
     One partition reads all files in order, because a home's readings must arrive in time order.
     `on_rows` is told how many rows each chunk consumed (for a progress bar).
+
+    Each chunk costs a few DuckDB transactions downstream and a provisional pass of the
+    detector; chunks of 100,000 rows (a day at 1 Hz) took a simulated week's replay from 14.6
+    to 12.2 CPU seconds against 20,000, with the same rows stored.
     """
 
     def __init__(
         self,
         paths: list[Path],
         home_id: str,
-        chunk_rows: int = 20_000,
+        chunk_rows: int = 100_000,
         on_rows: Callable[[int], None] | None = None,
     ) -> None:
         self.paths = [Path(p) for p in paths]

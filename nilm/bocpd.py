@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -227,6 +229,27 @@ def _run_channel(
     return n_cp, last_cp
 
 
+# Channels advance on threads (the compiled kernel releases the GIL) once a batch is long
+# enough to pay for the hand-off: a replay's chunks, not a live second's readings.
+PARALLEL_MIN_SAMPLES = 2_000
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="bocpd")
+    return _POOL
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def bocpd_tables(
     n_r: int, kappa0: float, alpha0: float
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
@@ -408,16 +431,23 @@ class BOCPD:
         inv = 1.0 / (kappa + 1.0)
         log_h = math.log(self.hazard)
         log_1mh = math.log1p(-self.hazard)
-        out: list[IntArray] = []
-        buf = np.empty(x.shape[1], np.int64)
-        for c in range(self.channels):
+
+        def run(c: int) -> IntArray:
+            buf = np.empty(x.shape[1], np.int64)
             n_cp, last = _run_channel(
                 x[c], self.lp[c], self.mu[c], self.beta[c], a_tab, k_tab, alpha, inv,
                 self._prior.mu0, self._prior.beta0, log_h, log_1mh, self.max_lag,
                 self.threshold, self.n_seen, int(self.last_cp[c]), self.ring[c], buf,
             )  # fmt: skip
             self.last_cp[c] = last
-            out.append(buf[:n_cp].copy())
+            return buf[:n_cp].copy()
+
+        channels = range(self.channels)
+        if HAVE_NUMBA and self.channels > 1 and x.shape[1] >= PARALLEL_MIN_SAMPLES:
+            # each channel touches only its own rows of the state
+            out = list(_pool().map(run, channels))
+        else:
+            out = [run(c) for c in channels]
         self.n_seen += x.shape[1]
         return out
 

@@ -70,13 +70,14 @@ class ReadingValidator:
     ) -> tuple[ReadingBatch, list[Rejection]]:
         n = len(batch)
         reasons: list[str | None] = [None] * n
+        bad = np.zeros(n, dtype=bool)
         lim = self.limits
 
         def flag(mask: np.ndarray, why: str, column: str | None = None) -> None:
-            for i in np.flatnonzero(mask).tolist():
-                if reasons[i] is None:
-                    value = batch.columns[column][i] if column else None
-                    reasons[i] = f"{column} = {value:g}: {why}" if column else why
+            for i in np.flatnonzero(mask & ~bad).tolist():
+                value = batch.columns[column][i] if column else None
+                reasons[i] = f"{column} = {value:g}: {why}" if column else why
+            bad[mask] = True
 
         for name in batch.measured:
             flag(~np.isfinite(batch.columns[name]), "not a finite number", name)
@@ -99,28 +100,29 @@ class ReadingValidator:
                  f"|active power| above {lim.max_abs_power_w:g} W", f"{leg}_act_power")
 
         # Order is checked last and only among rows that are otherwise good, so one bad
-        # timestamp cannot push the good rows after it out.
-        last = self.last_ts_us
-        ts = batch.ts_us.tolist()
-        for i in range(n):
-            if reasons[i] is not None:
-                continue
-            if last is not None and ts[i] <= last:
-                kind = "duplicate" if ts[i] == last else "out-of-order"
-                reasons[i] = (
-                    f"{kind} timestamp {from_epoch_us(ts[i]).isoformat()}: "
-                    f"not after {from_epoch_us(last).isoformat()}"
-                )
-                continue
-            last = ts[i]
-        self.last_ts_us = last
+        # timestamp cannot push the good rows after it out. A good row is accepted when it is
+        # after every good row before it (and the last accepted one): a rejected row is never
+        # after that maximum, so the running maximum is the last accepted timestamp.
+        good = np.flatnonzero(~bad)
+        ts = np.asarray(batch.ts_us, dtype=np.int64)[good]
+        start = self.last_ts_us if self.last_ts_us is not None else np.iinfo(np.int64).min
+        before = np.maximum.accumulate(np.concatenate([[start], ts]))
+        for k in np.flatnonzero(ts <= before[:-1]).tolist():
+            at, last = int(ts[k]), int(before[k])
+            kind = "duplicate" if at == last else "out-of-order"
+            reasons[good[k]] = (
+                f"{kind} timestamp {from_epoch_us(at).isoformat()}: "
+                f"not after {from_epoch_us(last).isoformat()}"
+            )
+            bad[good[k]] = True
+        if len(ts):
+            self.last_ts_us = int(before[-1])
 
-        bad = np.array([r is not None for r in reasons], dtype=bool)
         rejections = [
-            Rejection(batch.home_id, f"{source}#{int(batch.seq[i])}", _row_json(batch, i), r)
-            for i, r in enumerate(reasons)
-            if r is not None
+            Rejection(batch.home_id, f"{source}#{int(batch.seq[i])}", _row_json(batch, i),
+                      str(reasons[i]))
+            for i in np.flatnonzero(bad).tolist()
         ]
-        self.accepted += int(n - bad.sum())
+        self.accepted += n - len(rejections)
         self.rejected += len(rejections)
         return batch[~bad], rejections

@@ -119,7 +119,11 @@ def extract_windows(
         grid = to_epoch_us(event.ts) + offsets_us
         idx = np.clip(np.searchsorted(batch.ts_us, grid, side="right") - 1, 0, len(batch) - 1)
         raw = data[:, idx]
-        base = np.nanmedian(raw[:, : max(before_s, 1)], axis=1, keepdims=True)
+        lead = raw[:, : max(before_s, 1)]
+        # np.nanmedian of a small array goes through masked arrays (~0.5 ms an event); without
+        # NaN, np.median gives the same numbers
+        nan = np.isnan(lead).any()
+        base = (np.nanmedian if nan else np.median)(lead, axis=1, keepdims=True)
         rel = np.nan_to_num(raw - np.nan_to_num(base), nan=0.0)
         values = np.arcsinh(rel / scale_w).astype(np.float32)
         windows.append(EventWindow(event.event_id, event.home_id, event.ts, before_s, values))

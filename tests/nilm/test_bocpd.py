@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
+from nilm import bocpd
 from nilm.bocpd import BOCPD, BocpdPrior, _vexp_sum, _vlog
 
 
@@ -121,6 +122,22 @@ def test_channels_are_independent_and_batches_do_not_matter():
             found[c] += cp.tolist()
     assert found == [cp.tolist() for cp in cps_whole]
     np.testing.assert_array_equal(pieces.lp, whole.lp)
+
+
+def test_channels_on_threads_give_what_one_thread_gives(monkeypatch: pytest.MonkeyPatch):
+    rng = np.random.default_rng(12)
+    levels = rng.uniform(0, 2000, (3, 12))
+    x = np.repeat(levels, 250, axis=1) + rng.normal(0, 2, (3, 3000))
+    answers = []
+    for least in (10**9, 1):  # one thread, then a thread per channel
+        monkeypatch.setattr(bocpd, "PARALLEL_MIN_SAMPLES", least)
+        det = BOCPD(channels=3, max_run=120)
+        cps = det.update(x)
+        answers.append(([c.tolist() for c in cps], det.lp, det.mu, det.last_cp, det.ring))
+    (cps_one, *state_one), (cps_threads, *state_threads) = answers
+    assert cps_one == cps_threads and all(len(c) >= 8 for c in cps_one)
+    for a, b in zip(state_one, state_threads, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_state_pickles_and_resumes_identically():

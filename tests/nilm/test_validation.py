@@ -48,3 +48,24 @@ def test_a_bad_row_does_not_advance_the_clock() -> None:
     )
     accepted, rejections = ReadingValidator().validate(batch, "f")
     assert accepted.seq.tolist() == [0, 2, 3] and len(rejections) == 1
+
+
+def test_each_late_row_is_judged_against_the_last_accepted_one() -> None:
+    # 3 and 4 are both before 5; 4 is after the rejected 3 but must not be accepted for it
+    batch, _ = parse_logger_rows(
+        [good_row(t) for t in (0, 5, 3, 4, 5, 6, 2)] + [good_row(7, a_pf=2.0), good_row(7)],
+        "h",
+        "f",
+    )
+    validator = ReadingValidator()
+    accepted, rejections = validator.validate(batch, "f")
+    assert accepted.seq.tolist() == [0, 1, 5, 8]
+    assert [r.source_key for r in rejections] == ["f#2", "f#3", "f#4", "f#6", "f#7"]
+    assert [r.reason.split(" timestamp")[0] for r in rejections[:4]] == [
+        "out-of-order", "out-of-order", "duplicate", "out-of-order"
+    ]
+    assert all(r.reason.endswith("not after 2025-12-12T08:00:05.050000+00:00")
+               for r in rejections[:3])
+    assert rejections[3].reason.endswith("not after 2025-12-12T08:00:06.050000+00:00")
+    assert rejections[4].reason == "a_pf = 2: |pf| above 1"
+    assert (validator.accepted, validator.rejected) == (4, 5)
