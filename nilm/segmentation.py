@@ -80,6 +80,9 @@ class SegmentationConfig:
         ... and of comparable size: the larger at most this many times the smaller (a 240 V load
         draws the same current on both legs; two 120 V loads switching in the same second on
         different legs are two events).
+    legs_overshoot_min
+        ... and, for starts, that overshoot alike: where one leg's peak rises this many steps
+        above its new level (an inrush), the other's must rise at least half as far.
     max_gap_s
         A step whose first sample ends a gap in the readings of at most this long is stamped
         at the gap's start and spans it.
@@ -126,6 +129,7 @@ class SegmentationConfig:
     max_ramp_s: float = 20.0
     legs_merge_s: float = 2.0
     legs_ratio_max: float = 1.6
+    legs_overshoot_min: float = 1.0
     max_gap_s: float = 30.0
     decay_s: float = 15.0
     wander_before_s: float = 60.0
@@ -806,6 +810,7 @@ class LegPairer:
                     abs(cand.ts_us - step.ts_us) <= window
                     and (cand.delta_p_w > 0) == (step.delta_p_w > 0)
                     and self._comparable(cand.delta_p_w, step.delta_p_w)
+                    and self._alike(cand, step)
                 ):
                     partner = cand
                     break
@@ -818,3 +823,19 @@ class LegPairer:
     def _comparable(self, delta_a: float, delta_b: float) -> bool:
         small, large = sorted((abs(delta_a), abs(delta_b)))
         return large <= self.config.legs_ratio_max * small
+
+    def _alike(self, x: LegStep, y: LegStep) -> bool:
+        """Whether two starts overshoot alike, as the halves of one 240 V load do: a motor's
+        inrush shows on both its legs in proportion. A compressor's inrush on one leg beside a
+        TV's soft start on the other, in the same second, is two loads."""
+        if x.delta_p_w <= 0:
+            return True
+        over = sorted((_overshoot(x), _overshoot(y)))
+        return over[1] < self.config.legs_overshoot_min or over[0] >= 0.5 * over[1]
+
+
+def _overshoot(step: LegStep) -> float:
+    """How far a step's peak rose above its new level on its own leg, in steps."""
+    excess = step.peak.get(step.leg, math.nan) - step.after[f"{step.leg}_p"]
+    size = abs(step.delta_p_w)
+    return max(excess, 0.0) / size if size > 0 and math.isfinite(excess) else 0.0

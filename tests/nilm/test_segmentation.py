@@ -366,6 +366,25 @@ def test_two_appliances_switching_in_the_same_second_on_different_legs():
     assert_events(events, [(100, "a", 125.0), (100, "b", 1250.0), (250, "b", -1250.0)])
 
 
+def test_a_compressor_start_and_a_soft_start_in_the_same_second_are_two_events():
+    # a fridge (+95 W, its inrush 9x) on leg a and a TV (+140 W over 2 s) on leg b start in
+    # the same second: comparable steps, but only one of them overshoots, so not one 240 V load
+    inrush = 95.0 * np.array([9.0, 3.4, 1.6, 1.15, 1.03])
+    a = np.concatenate([flat(100, 85.0), 85 + inrush, flat(200, 180.0)])
+    b = np.concatenate([flat(100, 60.0), [107.0, 153.0], flat(203, 200.0)])
+    events = detect(make_batch(a, b))
+    assert_events(events, [(100, "a", 95.0), (100, "b", 140.0)], rel=0.15)
+
+
+def test_a_240_volt_motor_start_overshoots_alike_on_both_legs_and_is_one_event():
+    # a well pump: 1 kW over both legs, 3.5x inrush decaying over a few seconds
+    start = 500.0 * np.array([3.5, 2.1, 1.4, 1.1, 1.02])
+    a = np.concatenate([flat(100, 85.0), 85 + start, flat(200, 585.0)])
+    b = np.concatenate([flat(100, 60.0), 60 + start, flat(200, 560.0)])
+    events = detect(make_batch(a, b))
+    assert_events(events, [(100, "ab", 1000.0)])
+
+
 def test_bursts_of_a_pc_make_no_events_and_a_compressor_start_among_them_is_found():
     # leg a: a PC idling at 150 W with bursts of work (+30-60 W for 3-10 s) for 20 minutes; a
     # fridge starts (9x inrush decaying to 95 W) in the middle of it
