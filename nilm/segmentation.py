@@ -632,11 +632,15 @@ class LegSegmenter:
         if w.size < 2:
             return False
         fall = float(w[0] - w[-1])
-        if fall < self.config.min_event_w / 3.0 or float(w[-1]) > float(w[:-1].min()) + 2.0:
+        # still falling; where a large inrush is fading, the motor's draw already wanders a
+        # little (a vacuum's 2042 -> 1626 -> 1404 -> 1310 -> 1251 -> 1207 -> 1218 W is still its
+        # decay), while a heater that sagged a little and held has stopped falling
+        slack = max(2.0, 0.1 * fall) if fall >= 0.2 * group.delta_w else 2.0
+        if fall < self.config.min_event_w / 3.0 or float(w[-1]) > float(w[:-1].min()) + slack:
             return False
         # an inrush peaks where the step ends and only falls after it; a load that holds or
         # climbs for seconds and then drops (a washer's heating pulse) switched twice
-        return float(w[0]) >= float(w.max()) - max(2.0, 0.1 * fall)
+        return float(w[0]) >= float(w.max()) - slack
 
     def _faded(self, group: _Group, g2: _Group, before: float, buf: SampleBuffer) -> bool:
         """Whether an inrush had already lost most of its excess over `before` when `g2`

@@ -366,6 +366,24 @@ def test_two_appliances_switching_in_the_same_second_on_different_legs():
     assert_events(events, [(100, "a", 125.0), (100, "b", 1250.0), (250, "b", -1250.0)])
 
 
+def test_an_inrush_whose_fading_draw_wanders_a_little_is_still_one_event():
+    # a vacuum: its universal motor's inrush fades over ~6 s while its draw already moves with
+    # the floor (1207 -> 1218 W); the fall that follows is the rest of the decay, not an off
+    start = np.array([1985.0, 1567, 1345, 1252, 1194, 1150, 1159, 1132, 1122, 1134, 1128, 1121])
+    b = np.concatenate([flat(100, 57.0), 57 + start, flat(200, 57.0 + 1125.0), flat(100, 57.0)])
+    events = detect(make_batch(flat(b.size, 85.0), b))
+    assert_events(events, [(100, "b", 1125.0), (312, "b", -1125.0)])
+
+
+def test_a_heater_that_sagged_a_little_then_held_and_stepped_down_switched_twice():
+    # a coffee maker: 1620 W sagging by 140 W over 5 s, holding, then its element stepping
+    # down by 690 W 8 s after the start: a sag is no inrush, so the step down is its own
+    heat = np.array([1620.0, 1580, 1550, 1515, 1480, 1482, 1481, 1484])
+    b = np.concatenate([flat(100, 148.0), 148 + heat, flat(200, 148.0 + 1484 - 690)])
+    events = detect(make_batch(flat(b.size, 85.0), b))
+    assert_events(events, [(100, "b", 1480.0), (108, "b", -690.0)], tol_s=1, rel=0.12)
+
+
 def test_a_compressor_start_and_a_soft_start_in_the_same_second_are_two_events():
     # a fridge (+95 W, its inrush 9x) on leg a and a TV (+140 W over 2 s) on leg b start in
     # the same second: comparable steps, but only one of them overshoots, so not one 240 V load
