@@ -384,6 +384,37 @@ def test_a_heater_that_sagged_a_little_then_held_and_stepped_down_switched_twice
     assert_events(events, [(100, "b", 1480.0), (108, "b", -690.0)], tol_s=1, rel=0.12)
 
 
+def test_a_washer_spinning_up_slowly_under_its_wander_is_one_event():
+    # the drum tumbles at ~150 W, swinging +/-35 W every few seconds; its spin climbs 300 W
+    # over 40 s (7.5 W/s) under the same swings: no single move is a switch, the slide is one
+    rng = np.random.default_rng(4)
+    n = 400
+    swing = np.repeat(rng.uniform(-35.0, 35.0, n // 4 + 1), 4)[:n]
+    level = np.concatenate([flat(150, 150.0), np.linspace(150.0, 450.0, 40), flat(210, 450.0)])
+    b = 60.0 + level + swing
+    # (the first swings, before the leg has any history of wandering, may pass for switches)
+    events = [e for e in detect(make_batch(flat(n, 85.0), b)) if second(e) >= 60]
+    assert len(events) == 1, [(second(e), e.legs, round(e.delta_p_w)) for e in events]
+    (spin,) = events
+    assert spin.legs == "b" and 150.0 <= spin.delta_p_w <= 400.0
+    assert 150 <= second(spin) <= 190  # within the climb
+
+
+def test_the_rest_of_a_spin_up_after_its_slide_was_found_is_no_second_event():
+    # the spin climbs 250 W over 36 s under the drum's swings, then its last 90 W over two
+    # samples: the slide is found mid-climb, and the two-sample climb that ends it is its rest
+    rng = np.random.default_rng(1)
+    n = 400
+    swing = np.repeat(rng.uniform(-35.0, 35.0, n // 4 + 1), 4)[:n]
+    level = np.concatenate(
+        [flat(150, 150.0), np.linspace(150.0, 400.0, 36), [445.0], flat(213, 490.0)]
+    )
+    events = [e for e in detect(make_batch(flat(n, 85.0), 60.0 + level + swing)) if second(e) >= 60]
+    assert [(e.legs, e.delta_p_w > 150.0) for e in events] == [("b", True)], [
+        (second(e), round(e.delta_p_w)) for e in events
+    ]
+
+
 def test_a_compressor_start_and_a_soft_start_in_the_same_second_are_two_events():
     # a fridge (+95 W, its inrush 9x) on leg a and a TV (+140 W over 2 s) on leg b start in
     # the same second: comparable steps, but only one of them overshoots, so not one 240 V load
