@@ -80,6 +80,9 @@ class SegmentationConfig:
         ... and of comparable size: the larger at most this many times the smaller (a 240 V load
         draws the same current on both legs; two 120 V loads switching in the same second on
         different legs are two events).
+    legs_overshoot_min
+        ... and, for starts, that overshoot alike: where one leg's peak rises this many steps
+        above its new level (an inrush), the other's must rise at least half as far.
     max_gap_s
         A step whose first sample ends a gap in the readings of at most this long is stamped
         at the gap's start and spans it.
@@ -99,6 +102,9 @@ class SegmentationConfig:
         the picture), not a switch.
     wander_cap_w
         Moves larger than this are switches, never wander.
+    max_slide_s
+        Moves that are no switches but together leave the leg's level by `wander_cap_w`
+        within this time are one step: a slow slide under wander (a washer's spin-up).
     wander_memory_s, wander_moves, recent_k
         A leg that moved at least `wander_moves` times by less than `wander_cap_w` in the last
         `wander_memory_s` wanders: a step there must exceed `recent_k` times the upper quartile
@@ -126,6 +132,7 @@ class SegmentationConfig:
     max_ramp_s: float = 20.0
     legs_merge_s: float = 2.0
     legs_ratio_max: float = 1.6
+    legs_overshoot_min: float = 1.0
     max_gap_s: float = 30.0
     decay_s: float = 15.0
     wander_before_s: float = 60.0
@@ -135,6 +142,7 @@ class SegmentationConfig:
     wander_lag: int = 4
     wander_k: float = 2.5
     wander_cap_w: float = 150.0
+    max_slide_s: float = 60.0
     wander_memory_s: float = 600.0
     wander_moves: int = 4
     recent_k: float = 1.5
@@ -336,6 +344,11 @@ class LegSegmenter:
     seg_start: int = 0
     event_end: int = 0
     moves: list[tuple[int, float]] = field(default_factory=list)
+    # (time, levels before) of the recent moves that were no switch, since the last switch
+    slide_from: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    # a step found goes on sliding the same way until then: no second one inside it
+    slide_until: tuple[int, bool] = (0, True)
+    sliding: tuple[int, bool] = (0, True)  # ... and where the last slide found goes on
 
     def add(self, cps: IntArray) -> None:
         self.cps.extend(int(c) for c in cps)
@@ -477,14 +490,77 @@ class LegSegmenter:
                 return steps
             del self.cps[:nxt]
             prev = self.seg_start
-            switch = self._is_switch(group, buf)
+            switch = self._is_switch(group, buf) and not self._in_slide(group, buf)
             self.seg_start = group.last
             if switch:
                 steps.append(self._step(group, prev, buf))
                 self.event_end = group.last
-            else:
-                self._remember_move(buf.ts(group.first), abs(group.delta_w))
+                self.slide_from = []
+                self.slide_until = (buf.ts(group.first) + int(cfg.max_slide_s * 1e6),
+                                    group.delta_w > 0)  # fmt: skip
+                continue
+            self._remember_move(buf.ts(group.first), abs(group.delta_w))
+            slid = self._slide(group, prev, buf)
+            if slid is not None:
+                steps.append(slid)
+                self.event_end = group.last
         return steps
+
+    def _in_slide(self, group: _Group, buf: SampleBuffer) -> bool:
+        """Whether a climb of several change points without an inrush continues, the same way,
+        a slide found moments ago (the rest of a washer's spin-up), rather than being a switch;
+        a clean one-sample step or a motor's start there is still a switch of its own."""
+        until, up = getattr(self, "sliding", (0, True))
+        if buf.ts(group.first) >= until or up != (group.delta_w > 0) or group.n_cps < 2:
+            return False
+        return abs(group.delta_w) < self.config.wander_cap_w and not self._has_inrush(group, buf)
+
+    def _slide(self, group: _Group, prev: int, buf: SampleBuffer) -> LegStep | None:
+        """A slow slide made of moves too small or too wandering to be switches, once the leg
+        has left its level before the first of them by `wander_cap_w` within `max_slide_s` (a
+        washer's drum spinning up by 200-500 W over 30-45 s under its own wander), as one step
+        stamped at the move that completes it; None while it has not."""
+        cfg = self.config
+        name = f"{self.leg}_p"
+        now = buf.ts(group.first)
+        until, up = getattr(self, "slide_until", (0, True))
+        if now < until and up == (group.delta_w > 0):
+            return None
+        horizon = now - int(cfg.max_slide_s * 1e6)
+        anchors = [a for a in getattr(self, "slide_from", []) if a[0] >= horizon]
+        lo = max(prev, group.first - cfg.before_samples)
+        anchors.append((now, self._levels(lo, group.first, buf)))
+        self.slide_from = anchors
+        after = _median(buf.window(name, group.last, self._wander_to(group, buf)))
+        if not math.isfinite(after):
+            return None
+        moved = [after - levels[name] for _, levels in anchors]
+        best = max(range(len(moved)), key=lambda k: abs(moved[k]))
+        if abs(moved[best]) < cfg.wander_cap_w or (moved[best] > 0) != (group.delta_w > 0):
+            return None
+        step = self._step(group, prev, buf)
+        self.slide_from = []
+        self.slide_until = (anchors[best][0] + int(cfg.max_slide_s * 1e6), moved[best] > 0)
+        self.sliding = self.slide_until
+        return LegStep(
+            leg=self.leg,
+            first=step.first,
+            last=step.last,
+            ts_us=step.ts_us,
+            last_ts_us=step.last_ts_us,
+            before=anchors[best][1],
+            after=step.after,
+            peak=step.peak,
+            settle_slope_w_per_s=step.settle_slope_w_per_s,
+            n_changepoints=step.n_changepoints,
+        )
+
+    def _levels(self, lo: int, hi: int, buf: SampleBuffer) -> dict[str, float]:
+        return {
+            f"{leg}_{q}": _median(buf.window(f"{leg}_{q}", lo, hi))
+            for leg in "ab"
+            for q in LEG_QUANTITIES
+        }
 
     def _is_switch(self, group: _Group, buf: SampleBuffer) -> bool:
         """Whether a closed group is a switch rather than noise or a load wandering.
@@ -628,11 +704,15 @@ class LegSegmenter:
         if w.size < 2:
             return False
         fall = float(w[0] - w[-1])
-        if fall < self.config.min_event_w / 3.0 or float(w[-1]) > float(w[:-1].min()) + 2.0:
+        # still falling; where a large inrush is fading, the motor's draw already wanders a
+        # little (a vacuum's 2042 -> 1626 -> 1404 -> 1310 -> 1251 -> 1207 -> 1218 W is still its
+        # decay), while a heater that sagged a little and held has stopped falling
+        slack = max(2.0, 0.1 * fall) if fall >= 0.2 * group.delta_w else 2.0
+        if fall < self.config.min_event_w / 3.0 or float(w[-1]) > float(w[:-1].min()) + slack:
             return False
         # an inrush peaks where the step ends and only falls after it; a load that holds or
         # climbs for seconds and then drops (a washer's heating pulse) switched twice
-        return float(w[0]) >= float(w.max()) - max(2.0, 0.1 * fall)
+        return float(w[0]) >= float(w.max()) - slack
 
     def _faded(self, group: _Group, g2: _Group, before: float, buf: SampleBuffer) -> bool:
         """Whether an inrush had already lost most of its excess over `before` when `g2`
@@ -806,6 +886,7 @@ class LegPairer:
                     abs(cand.ts_us - step.ts_us) <= window
                     and (cand.delta_p_w > 0) == (step.delta_p_w > 0)
                     and self._comparable(cand.delta_p_w, step.delta_p_w)
+                    and self._alike(cand, step)
                 ):
                     partner = cand
                     break
@@ -818,3 +899,19 @@ class LegPairer:
     def _comparable(self, delta_a: float, delta_b: float) -> bool:
         small, large = sorted((abs(delta_a), abs(delta_b)))
         return large <= self.config.legs_ratio_max * small
+
+    def _alike(self, x: LegStep, y: LegStep) -> bool:
+        """Whether two starts overshoot alike, as the halves of one 240 V load do: a motor's
+        inrush shows on both its legs in proportion. A compressor's inrush on one leg beside a
+        TV's soft start on the other, in the same second, is two loads."""
+        if x.delta_p_w <= 0:
+            return True
+        over = sorted((_overshoot(x), _overshoot(y)))
+        return over[1] < self.config.legs_overshoot_min or over[0] >= 0.5 * over[1]
+
+
+def _overshoot(step: LegStep) -> float:
+    """How far a step's peak rose above its new level on its own leg, in steps."""
+    excess = step.peak.get(step.leg, math.nan) - step.after[f"{step.leg}_p"]
+    size = abs(step.delta_p_w)
+    return max(excess, 0.0) / size if size > 0 and math.isfinite(excess) else 0.0

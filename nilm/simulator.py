@@ -779,6 +779,7 @@ class HouseholdSimulator:
                 if d0 <= t < d0 + DAY_S:
                     ts = from_epoch_us(start_us + t * 1_000_000)
                     truth.append(TruthEvent(ts, run.device, legs, kind, delta, float(ramp_s)))
+        truth = _merge_same_second(truth)
         truth.sort(key=lambda e: (e.ts, e.device, e.legs))
         return p, q, truth, dict(sorted(devices.items()))
 
@@ -854,8 +855,11 @@ def _coincide(
 ) -> list[tuple[int, _Programme]]:
     """Move a few runs of devices people switch by hand to start in the very second another
     device switches on another leg (the TV with the fridge's compressor): the meter sees both
-    legs step at once, and each is still its own event."""
+    legs step at once, and each is still its own event. A second that already has a run moved
+    to it on a leg takes no other on that leg: two devices starting in the same second on one
+    leg are one step to any 1 Hz meter, not the case this stands for."""
     out = list(planned)
+    moved_legs: dict[int, set[str]] = {}
     for i, (start, prog) in enumerate(planned):
         if prog.device not in _MOVABLE or rng.random() >= 0.35:
             continue
@@ -866,9 +870,34 @@ def _coincide(
             if other.device != prog.device
             and 0 < abs(s - start) <= 1800
             and not legs & {leg for part in other.parts for leg in part[1]}
+            and not legs & moved_legs.get(s, set())
         ]
         if candidates:
-            out[i] = (min(candidates, key=lambda s: abs(s - start)), prog)
+            anchor = min(candidates, key=lambda s: abs(s - start))
+            out[i] = (anchor, prog)
+            moved_legs.setdefault(anchor, set()).update(legs)
+    return out
+
+
+def _merge_same_second(truth: list[TruthEvent]) -> list[TruthEvent]:
+    """One device's steps in the same second, from two of its runs (one stove element's pulse
+    ending as another's begins), as the one change of that device's draw they make, as a
+    run's own parts switching together already are: none when they cancel out."""
+    by_key: dict[tuple[datetime, str], list[TruthEvent]] = {}
+    for e in truth:
+        by_key.setdefault((e.ts, e.device), []).append(e)
+    out: list[TruthEvent] = []
+    for (ts, device), same in by_key.items():
+        if len(same) == 1:
+            out.append(same[0])
+            continue
+        delta = round(sum(e.delta_p_w for e in same), 1)
+        if abs(delta) < _MIN_STEP_W:
+            continue
+        legs = "".join(leg for leg in "ab" if any(leg in e.legs for e in same))
+        kinds = {e.kind for e in same}
+        kind = kinds.pop() if len(kinds) == 1 else "step"
+        out.append(TruthEvent(ts, device, legs, kind, delta, max(e.ramp_s for e in same)))
     return out
 
 

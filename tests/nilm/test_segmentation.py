@@ -366,6 +366,74 @@ def test_two_appliances_switching_in_the_same_second_on_different_legs():
     assert_events(events, [(100, "a", 125.0), (100, "b", 1250.0), (250, "b", -1250.0)])
 
 
+def test_an_inrush_whose_fading_draw_wanders_a_little_is_still_one_event():
+    # a vacuum: its universal motor's inrush fades over ~6 s while its draw already moves with
+    # the floor (1207 -> 1218 W); the fall that follows is the rest of the decay, not an off
+    start = np.array([1985.0, 1567, 1345, 1252, 1194, 1150, 1159, 1132, 1122, 1134, 1128, 1121])
+    b = np.concatenate([flat(100, 57.0), 57 + start, flat(200, 57.0 + 1125.0), flat(100, 57.0)])
+    events = detect(make_batch(flat(b.size, 85.0), b))
+    assert_events(events, [(100, "b", 1125.0), (312, "b", -1125.0)])
+
+
+def test_a_heater_that_sagged_a_little_then_held_and_stepped_down_switched_twice():
+    # a coffee maker: 1620 W sagging by 140 W over 5 s, holding, then its element stepping
+    # down by 690 W 8 s after the start: a sag is no inrush, so the step down is its own
+    heat = np.array([1620.0, 1580, 1550, 1515, 1480, 1482, 1481, 1484])
+    b = np.concatenate([flat(100, 148.0), 148 + heat, flat(200, 148.0 + 1484 - 690)])
+    events = detect(make_batch(flat(b.size, 85.0), b))
+    assert_events(events, [(100, "b", 1480.0), (108, "b", -690.0)], tol_s=1, rel=0.12)
+
+
+def test_a_washer_spinning_up_slowly_under_its_wander_is_one_event():
+    # the drum tumbles at ~150 W, swinging +/-35 W every few seconds; its spin climbs 300 W
+    # over 40 s (7.5 W/s) under the same swings: no single move is a switch, the slide is one
+    rng = np.random.default_rng(4)
+    n = 400
+    swing = np.repeat(rng.uniform(-35.0, 35.0, n // 4 + 1), 4)[:n]
+    level = np.concatenate([flat(150, 150.0), np.linspace(150.0, 450.0, 40), flat(210, 450.0)])
+    b = 60.0 + level + swing
+    # (the first swings, before the leg has any history of wandering, may pass for switches)
+    events = [e for e in detect(make_batch(flat(n, 85.0), b)) if second(e) >= 60]
+    assert len(events) == 1, [(second(e), e.legs, round(e.delta_p_w)) for e in events]
+    (spin,) = events
+    assert spin.legs == "b" and 150.0 <= spin.delta_p_w <= 400.0
+    assert 150 <= second(spin) <= 190  # within the climb
+
+
+def test_the_rest_of_a_spin_up_after_its_slide_was_found_is_no_second_event():
+    # the spin climbs 250 W over 36 s under the drum's swings, then its last 90 W over two
+    # samples: the slide is found mid-climb, and the two-sample climb that ends it is its rest
+    rng = np.random.default_rng(1)
+    n = 400
+    swing = np.repeat(rng.uniform(-35.0, 35.0, n // 4 + 1), 4)[:n]
+    level = np.concatenate(
+        [flat(150, 150.0), np.linspace(150.0, 400.0, 36), [445.0], flat(213, 490.0)]
+    )
+    events = [e for e in detect(make_batch(flat(n, 85.0), 60.0 + level + swing)) if second(e) >= 60]
+    assert [(e.legs, e.delta_p_w > 150.0) for e in events] == [("b", True)], [
+        (second(e), round(e.delta_p_w)) for e in events
+    ]
+
+
+def test_a_compressor_start_and_a_soft_start_in_the_same_second_are_two_events():
+    # a fridge (+95 W, its inrush 9x) on leg a and a TV (+140 W over 2 s) on leg b start in
+    # the same second: comparable steps, but only one of them overshoots, so not one 240 V load
+    inrush = 95.0 * np.array([9.0, 3.4, 1.6, 1.15, 1.03])
+    a = np.concatenate([flat(100, 85.0), 85 + inrush, flat(200, 180.0)])
+    b = np.concatenate([flat(100, 60.0), [107.0, 153.0], flat(203, 200.0)])
+    events = detect(make_batch(a, b))
+    assert_events(events, [(100, "a", 95.0), (100, "b", 140.0)], rel=0.15)
+
+
+def test_a_240_volt_motor_start_overshoots_alike_on_both_legs_and_is_one_event():
+    # a well pump: 1 kW over both legs, 3.5x inrush decaying over a few seconds
+    start = 500.0 * np.array([3.5, 2.1, 1.4, 1.1, 1.02])
+    a = np.concatenate([flat(100, 85.0), 85 + start, flat(200, 585.0)])
+    b = np.concatenate([flat(100, 60.0), 60 + start, flat(200, 560.0)])
+    events = detect(make_batch(a, b))
+    assert_events(events, [(100, "ab", 1000.0)])
+
+
 def test_bursts_of_a_pc_make_no_events_and_a_compressor_start_among_them_is_found():
     # leg a: a PC idling at 150 W with bursts of work (+30-60 W for 3-10 s) for 20 minutes; a
     # fridge starts (9x inrush decaying to 95 W) in the middle of it

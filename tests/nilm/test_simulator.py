@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import pytest
@@ -346,3 +347,48 @@ def test_adding_a_device_leaves_the_others_schedules_alone() -> None:
     more = HouseholdSimulator(SimulatorConfig(seed=4, devices=("fridge", "tv", "oven")))
     fridge = [[e for e in s.day(1)[1] if e.device == "fridge"] for s in (few, more)]
     assert fridge[0] == fridge[1] and len(fridge[0]) > 40
+
+
+class _AlwaysMove:
+    """An rng whose every draw says "move this run"."""
+
+    def random(self) -> float:
+        return 0.0
+
+
+def test_two_runs_moved_to_one_second_never_share_a_leg() -> None:
+    from nilm.simulator import _coincide, _Programme
+
+    def run(device: str, legs: str, watts: float) -> _Programme:
+        prog = _Programme(device, 1.0)
+        prog.add(0, 600, watts, 0.9, legs)
+        return prog
+
+    planned = [(1000, run("fridge", "a", 95.0)), (1010, run("lights", "b", 180.0)),
+               (1020, run("tv", "b", 150.0))]  # fmt: skip
+    rng: Any = _AlwaysMove()
+    moved = {prog.device: start for start, prog in _coincide(planned, rng)}
+    # the lights start with the fridge's compressor on the other leg; the TV, on the lights'
+    # leg, cannot start in that second too (one step to the meter), so it stays where it was
+    assert moved == {"fridge": 1000, "lights": 1000, "tv": 1020}
+
+
+def test_one_devices_steps_in_the_same_second_are_its_one_change() -> None:
+    from datetime import UTC, datetime
+
+    from nilm.records import TruthEvent
+    from nilm.simulator import _merge_same_second
+
+    t = datetime(2026, 1, 6, 19, 3, 3, tzinfo=UTC)
+    truth = [
+        # one stove element's pulse ends as the other's begins: the stove's draw stays
+        TruthEvent(t, "stove", "ab", "off", -1195.3),
+        TruthEvent(t, "stove", "ab", "on", 1200.0),
+        # two of the oven's steps in one second add up; the fridge is another device
+        TruthEvent(t, "oven", "ab", "step", -3000.0),
+        TruthEvent(t, "oven", "a", "step", -40.0, 2.0),
+        TruthEvent(t, "fridge", "a", "on", 95.0),
+    ]
+    merged = sorted((e.device, e.legs, e.kind, e.delta_p_w, e.ramp_s)
+                    for e in _merge_same_second(truth))  # fmt: skip
+    assert merged == [("fridge", "a", "on", 95.0, 0.0), ("oven", "ab", "step", -3040.0, 2.0)]
