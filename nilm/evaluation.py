@@ -323,7 +323,10 @@ class Evaluation:
         self.activations.update((r["activation_id"], r) for t, r in rows if t == "activations")
 
     def _truth_device(self, event: Event) -> str | None:
-        """The device of the nearest unclaimed true switch within tolerance (for the user)."""
+        """The device of the nearest unclaimed true switch within tolerance on a leg of the
+        event's (for the user): a freezer's step on leg a in the second a vacuum starts on leg
+        b is no vacuum's, and taking it for one would teach the learner the freezer as the
+        vacuum."""
         u = to_epoch_us(event.ts)
         tol = int(self.tolerance_s * 1_000_000)
         lo = bisect.bisect_left(self._truth_us, u - tol)
@@ -332,6 +335,8 @@ class Evaluation:
         for k in range(lo, hi):
             t = self.truth[k]
             if k in self._claimed or abs(t.delta_p_w) < self.min_w:
+                continue
+            if not set(t.legs) & set(event.legs):
                 continue
             if (t.delta_p_w > 0) == (event.delta_p_w > 0):
                 d = abs(self._truth_us[k] - u)

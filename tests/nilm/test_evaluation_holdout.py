@@ -83,3 +83,18 @@ def test_a_held_out_device_is_labelled_once_seen_often_enough() -> None:
         if s.truth_device and not s.labelled and s.event.ts >= after_label[s.truth_device]
     )  # fmt: skip
     assert result["classification"]["n_scored"] == n_scored
+
+
+def test_the_user_takes_an_event_for_a_true_switch_on_its_own_legs_only() -> None:
+    """A freezer's small on (leg a, under the 50 W the user labels) in the second a vacuum
+    starts on leg b: the leg-a event is no vacuum's, the leg-b one is."""
+    t = T0 + timedelta(hours=1)
+    truth = [
+        TruthEvent(T0, "kettle", "a", "on", 1500.0),
+        TruthEvent(t, "freezer", "a", "on", 40.0),
+        TruthEvent(t, "vacuum", "b", "on", 1100.0),
+    ]
+    ev = Evaluation(truth, label_budget=3)
+    for event in (_event(0, T0, 1500.0), _event(1, t, 51.0, "a"), _event(2, t, 1100.0, "b")):
+        ev.feed_event(event)
+    assert [s.truth_device for s in ev.scored] == ["kettle", None, "vacuum"]
