@@ -8,14 +8,24 @@ In one run, for each data set (the simulator on 3 seeds; the ANTgen households o
   steady-state edge detector on the same readings (`benchmarks/antgen/hart_nilmtk.py`, run in
   its own `.venv-nilmtk` because nilmtk-s14pe needs pandas < 3), matched the same way;
 - classification: macro-F1 with 10 and with 20 confirmations per device (`nilm eval`'s user);
-- novelty: ROC AUC (held-out devices' events against known ones') and the share of known
-  devices' events flagged new;
+- novelty: ROC AUC (held-out devices' events before their first label against known ones') and
+  the share of known devices' events flagged new;
 - calibration: expected calibration error of the confidence (when `nilm eval` reports it);
 - energy: NILMTK's total energy correctly assigned, against each appliance's own power (ANTgen
   households; the simulator's when it offers per-device power).
 
+The simulated user (`nilm.evaluation.Evaluation`) holds out the devices that first switch after
+a third of the span: they stand for devices not labelled yet. It labels one, like any other
+device, once `LABEL_HOLDOUT_AFTER` of its events were detected (as a person names an unknown
+cluster or confirms a new device in the queue once it has been around for a while), and the
+novelty figures use its events before that first label only. Every figure comes from that
+protocol; the energy row "held-out never labelled" is the older one, where the user never labels
+them: none of their energy can then be correctly assigned, which caps it at the labelled
+devices' share of the energy (h5: 0.86 even with perfect events and pairing).
+
 Goals (on held-out households): event F1 >= 0.95, macro-F1 >= 0.85 at 10 labels, novelty AUC
->= 0.95 with <= 5 % of known devices' events flagged, energy correctly assigned >= 0.85,
+>= 0.95 with <= 5 % of known devices' events flagged, energy correctly assigned >= 0.85 (with
+held-out devices labelled once seen),
 ECE <= 0.10; on the simulator, event F1 >= 0.99 on every seed. A figure that could not be
 measured counts as missed. Exits 1 when a goal is missed.
 
@@ -62,6 +72,8 @@ NILMTK_REQUIREMENT = "nilmtk-s14pe==0.4.0.dev2"
 FIXTURE = REPO / "tests" / "fixtures" / "antgen" / "t1_short.antgen.npz"
 SIM_SEEDS = (1, 2, 3)
 SIM_DAYS = 3.0
+# The user labels a held-out device once this many of its events were detected (`Evaluation`).
+LABEL_HOLDOUT_AFTER = 10
 HOUSEHOLDS = (
     "h1_couple",
     "h2_family",
@@ -98,6 +110,7 @@ ROWS = (
     ("known_flagged", "known devices' events flagged new"),
     ("ece", "expected calibration error"),
     ("energy_assigned", "energy correctly assigned"),
+    ("energy_assigned_never", "  the same, held-out never labelled"),
     ("n_truth", "truth events >= 50 W"),
     ("n_events", "detected events"),
     ("days", "days"),
@@ -239,8 +252,10 @@ def hart_events(batches: Sequence[ReadingBatch], workdir: Path) -> list[TruthEve
 def measure(ds: DataSet, workdir: Path, hart: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     events = detect_events(ds.batches, Settings())
-    r10 = evaluate_events(events, ds.truth, 10, submeter=ds.submeter)
-    r20 = evaluate_events(events, ds.truth, 20)
+    r10 = evaluate_events(
+        events, ds.truth, 10, submeter=ds.submeter, label_holdout_after=LABEL_HOLDOUT_AFTER
+    )
+    r20 = evaluate_events(events, ds.truth, 20, label_holdout_after=LABEL_HOLDOUT_AFTER)
     f: dict[str, Any] = {
         "days": ds.days,
         "event_precision": r10["events"]["precision"],
@@ -252,6 +267,9 @@ def measure(ds: DataSet, workdir: Path, hart: bool) -> dict[str, Any]:
         "known_flagged": r10["novelty"].get("known_flagged_rate"),
         "ece": (r10.get("calibration") or {}).get("ece"),
         "energy_assigned": (r10.get("energy") or {}).get("correctly_assigned"),
+        "energy_assigned_never": (r10.get("energy") or {}).get(
+            "correctly_assigned_holdout_never_labelled"
+        ),
         "n_truth": sum(1 for t in ds.truth if abs(t.delta_p_w) >= 50.0),
         "n_events": sum(1 for e in events if abs(e.delta_p_w) >= 50.0),
         "hart_f1": None,
@@ -306,6 +324,10 @@ def table(datasets: Sequence[DataSet]) -> str:
                 cells.append(f"{v}".rjust(width))
         lines.append(label.ljust(label_w) + " | " + " | ".join(cells))
     lines.append("* held out: no test or threshold was tuned on it; the goals apply to these.")
+    lines.append(
+        f"The user labels a device first seen after a third of the span once {LABEL_HOLDOUT_AFTER}"
+        " of its events were detected; novelty is scored on its events before that label."
+    )
     return "\n".join(lines)
 
 

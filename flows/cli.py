@@ -153,6 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         on_table=lambda table: print(table, file=sys.stderr),
         submeter_path=Path(args.submeter) if args.submeter else None,
         energy_bin_s=args.energy_bin_s,
+        label_holdout_after=args.label_holdout_after,
     )
     print(json.dumps(result, indent=2, default=float))
     return 0
@@ -307,8 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--holdout",
         default=None,
-        help="devices never labelled, comma-separated (default: those first seen "
+        help="devices not labelled yet, comma-separated (default: those first seen "
         "after a third of the span)",
+    )
+    p.add_argument(
+        "--label-holdout-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the user labels a held-out device once N of its events were seen (default: "
+        "never); novelty is then scored on its events before that first label",
     )
     p.add_argument(
         "--degraded",

@@ -56,9 +56,7 @@ def model_names() -> list[str]:
     return ["river", *(f"{m}:{s}" for m in CLASSIFIERS for s in IMBALANCE)]
 
 
-def read_batches(
-    paths: Sequence[Path], settings: Settings | None = None
-) -> Iterator[ReadingBatch]:
+def read_batches(paths: Sequence[Path], settings: Settings | None = None) -> Iterator[ReadingBatch]:
     """The accepted readings of the files, validated as the flow validates them."""
     settings = settings or Settings()
     limits = ValidationLimits(voltage_v=(settings.voltage_min_v, settings.voltage_max_v))
@@ -179,18 +177,17 @@ def evaluate_events(
     seed: int = 0,
     submeter: SubMeter | None = None,
     energy_bin_s: int = 60,
+    label_holdout_after: int | None = None,
 ) -> dict[str, Any]:
     """The evaluation figures of a learner over already detected events (with `submeter`, the
-    energy assigned to each device against it, as `"energy"`)."""
-    ev = Evaluation(
-        truth,
-        label_budget,
-        holdout=holdout,
-        degraded=degraded,
-        learner_factory=_learner_factory(models, imbalance, seed),
-    )
-    for event in sorted(events, key=lambda e: (e.ts, e.event_id)):
-        ev.feed_event(event)
+    energy assigned to each device against it, as `"energy"`).
+
+    `label_holdout_after` (`Evaluation`): the user labels a held-out device once that many of
+    its events were seen. The energy figure then also comes as it would be were the held-out
+    devices never labelled (`"correctly_assigned_holdout_never_labelled"`, a second run): that
+    one cannot exceed the share of energy the labelled devices draw."""
+    ev = _evaluation(events, truth, label_budget, models, imbalance, holdout, degraded, seed,
+                     label_holdout_after)  # fmt: skip
     result = ev.result()
     learner = next(iter(ev.learners.values()), None)
     if learner is not None:
@@ -200,7 +197,40 @@ def evaluate_events(
         }
     if submeter is not None:
         result["energy"] = energy_section(ev.activations.values(), submeter, energy_bin_s)
+        result["energy"]["label_holdout_after"] = label_holdout_after
+        if label_holdout_after is not None:
+            never = _evaluation(events, truth, label_budget, models, imbalance, holdout, degraded,
+                                seed, None)  # fmt: skip
+            never.result()  # the re-predictions at the end update the runs' devices
+            old = energy_section(never.activations.values(), submeter, energy_bin_s)
+            result["energy"]["correctly_assigned_holdout_never_labelled"] = old[
+                "correctly_assigned"
+            ]
     return result
+
+
+def _evaluation(
+    events: Sequence[Event],
+    truth: Sequence[TruthEvent],
+    label_budget: int,
+    models: tuple[str, ...],
+    imbalance: str,
+    holdout: Sequence[str] | None,
+    degraded: dict[str, datetime] | None,
+    seed: int,
+    label_holdout_after: int | None,
+) -> Evaluation:
+    ev = Evaluation(
+        truth,
+        label_budget,
+        holdout=holdout,
+        degraded=degraded,
+        learner_factory=_learner_factory(models, imbalance, seed),
+        label_holdout_after=label_holdout_after,
+    )
+    for event in sorted(events, key=lambda e: (e.ts, e.event_id)):
+        ev.feed_event(event)
+    return ev
 
 
 def run_eval(
@@ -214,6 +244,7 @@ def run_eval(
     on_table: Callable[[str], None] | None = None,
     submeter_path: Path | None = None,
     energy_bin_s: int = 60,
+    label_holdout_after: int | None = None,
 ) -> dict[str, Any]:
     """Figures for `nilm eval` (see CONTRACT.md), as one JSON-ready dict.
 
@@ -222,7 +253,9 @@ def run_eval(
     `:IMBALANCE`), the batch ones retrained from the confirmations the online run had at each
     point of the stream; `on_table` receives their comparison table as text. `holdout` names
     devices the simulated user never labels (default: those first seen after the first third
-    of the truth); `degraded` maps devices to the time they start degrading (for the drift delay).
+    of the truth), and `label_holdout_after` lets it label them once that many of their events
+    were seen (`Evaluation`); `degraded` maps devices to the time they start degrading (for the
+    drift delay).
     `submeter_path` (each device's own power, `read_submeter`) adds `"energy"`: the share of
     energy correctly assigned and each device's energy error, in bins of `energy_bin_s`.
     """
@@ -236,7 +269,7 @@ def run_eval(
     submeter = read_submeter(Path(submeter_path)) if submeter_path is not None else None
     result = evaluate_events(
         events, truth, label_budget, holdout=holdout, degraded=degraded, submeter=submeter,
-        energy_bin_s=energy_bin_s,
+        energy_bin_s=energy_bin_s, label_holdout_after=label_holdout_after,
     )  # fmt: skip
     if models:
         from flows.batch_eval import batch_models_section, is_batch_model

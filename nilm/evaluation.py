@@ -3,15 +3,20 @@
 `Evaluation` runs readings through the same per-home objects the dataflow keeps in its state
 (`HomeEventDetector` then `HomeLearner`, in the flow's order) and plays a user who looks at the
 labelling queue every `review_every_s` of readings and confirms the most uncertain events first,
-at most `label_budget` per device, never one of the `holdout` devices (those stand for devices
-the user has not labelled yet, for novelty). It measures:
+at most `label_budget` per device. The `holdout` devices stand for devices the user has not
+labelled yet, for novelty: never labelled by default, or, with `label_holdout_after=N`, labelled
+like any other device once N of their events have been seen (as a person names an unknown
+cluster, or confirms a new device's event in the queue, once it has been around for a while);
+their events before that first label are the novel ones. It measures:
 
 - events: precision, recall and F1 of detected against true switches within +/-2 s
   (`nilm.matching.match_events`);
 - classification: macro-F1 and per-device F1 of the device predicted when each event arrived,
-  over the events the user did not label (a labelled event shows the user's answer);
-- novelty: ROC AUC of the novelty score, held-out devices' events against known devices' events
-  (from the device's first label on), and the flagged fractions;
+  over the events the user did not label (a labelled event shows the user's answer) and not of
+  a held-out device before its first label (no answer could be right);
+- novelty: ROC AUC of the novelty score, held-out devices' events before their first label
+  against known devices' events (from the device's first label on, held-out devices' included),
+  and the flagged fractions;
 - calibration: the expected calibration error of the confidence shown with each answer;
 - drift: health alerts per device, and for devices declared degraded, the delay from the onset.
 
@@ -149,25 +154,29 @@ class _Scored:
 
 @dataclass(slots=True)
 class _User:
-    """The simulated user: confirms the most uncertain pending events, within a budget."""
+    """The simulated user: confirms the most uncertain pending events, within a budget.
+
+    A held-out device is left alone until `label_holdout_after` of its events have been `seen`
+    (forever when None).
+    """
 
     budget: int
     holdout: frozenset[str]
     per_review: int
+    label_holdout_after: int | None = None
+    seen: Counter[str] = field(default_factory=Counter)
     spent: Counter[str] = field(default_factory=Counter)
     next_label_id: int = 1
     first_label: dict[str, datetime] = field(default_factory=dict)
 
-    def review(
-        self, pending: list[_Scored], learner: HomeLearner, now: datetime
-    ) -> list[TableRow]:
+    def review(self, pending: list[_Scored], learner: HomeLearner, now: datetime) -> list[TableRow]:
         rows: list[TableRow] = []
         done = 0
         for s in sorted(pending, key=lambda s: (-s.uncertainty, s.event.ts)):
             d = s.truth_device
             if done >= self.per_review:
                 break
-            if d is None or d in self.holdout or self.spent[d] >= self.budget:
+            if d is None or not self.may_label(d) or self.spent[d] >= self.budget:
                 continue
             label = Label(self.next_label_id, s.event.home_id, s.event.event_id, d, now)
             self.next_label_id += 1
@@ -177,6 +186,12 @@ class _User:
             done += 1
             rows += learner.on_label(label)
         return rows
+
+    def may_label(self, device: str) -> bool:
+        if device not in self.holdout:
+            return True
+        after = self.label_holdout_after
+        return after is not None and self.seen[device] >= after
 
 
 class Evaluation:
@@ -189,8 +204,12 @@ class Evaluation:
     label_budget
         Confirmations per device the user gives at most.
     holdout
-        Devices the user never labels (novelty is measured on them). None: those that first
-        switch after the first third of the truth's span (a device that arrived later).
+        Devices the user has not labelled yet (novelty is measured on them). None: those that
+        first switch after the first third of the truth's span (a device that arrived later).
+    label_holdout_after
+        The user labels a held-out device, as any other, once this many of its events have been
+        detected (it shows in the queue, or as an unknown cluster, for a while); None: never,
+        so none of its energy is ever correctly assigned.
     degraded
         Devices known to degrade, and when they start to: their first alert after the onset
         gives the detection delay; alerts on other devices count as false alarms.
@@ -232,6 +251,7 @@ class Evaluation:
         tolerance_s: float = 2.0,
         min_w: float = 50.0,
         repredict_at_end: bool = True,
+        label_holdout_after: int | None = None,
     ) -> None:
         self.truth = sorted(truth, key=lambda t: t.ts)
         self.label_budget = label_budget
@@ -243,7 +263,8 @@ class Evaluation:
         self.tolerance_s = tolerance_s
         self.min_w = min_w
         self.repredict_at_end = repredict_at_end
-        self.user = _User(label_budget, self.holdout, per_review)
+        self.label_holdout_after = label_holdout_after
+        self.user = _User(label_budget, self.holdout, per_review, label_holdout_after)
         self.detectors: dict[str, HomeEventDetector] = {}
         self.learners: dict[str, HomeLearner] = {}
         self.scored: list[_Scored] = []
@@ -286,6 +307,8 @@ class Evaluation:
             event, row["device"], row["novelty"] or 0.0, row["uncertainty"] or 0.0,
             self._truth_device(event), confidence=row["confidence"] or 0.0,
         )  # fmt: skip
+        if scored.truth_device is not None:
+            self.user.seen[scored.truth_device] += 1
         self.scored.append(scored)
         self._pending.append(scored)
 
@@ -300,7 +323,10 @@ class Evaluation:
         self.activations.update((r["activation_id"], r) for t, r in rows if t == "activations")
 
     def _truth_device(self, event: Event) -> str | None:
-        """The device of the nearest unclaimed true switch within tolerance (for the user)."""
+        """The device of the nearest unclaimed true switch within tolerance on a leg of the
+        event's (for the user): a freezer's step on leg a in the second a vacuum starts on leg
+        b is no vacuum's, and taking it for one would teach the learner the freezer as the
+        vacuum."""
         u = to_epoch_us(event.ts)
         tol = int(self.tolerance_s * 1_000_000)
         lo = bisect.bisect_left(self._truth_us, u - tol)
@@ -309,6 +335,8 @@ class Evaluation:
         for k in range(lo, hi):
             t = self.truth[k]
             if k in self._claimed or abs(t.delta_p_w) < self.min_w:
+                continue
+            if not set(t.legs) & set(event.legs):
                 continue
             if (t.delta_p_w > 0) == (event.delta_p_w > 0):
                 d = abs(self._truth_us[k] - u)
@@ -348,13 +376,13 @@ class Evaluation:
                 confidences.append(s.confidence)
                 correct.append(s.device == d)
             flagged = s.device is None and s.novelty >= 0.5
-            if d in self.holdout:
+            first = self.user.first_label.get(d)
+            if d in self.holdout and (first is None or s.event.ts < first):
                 pos.append(s.novelty)
                 seen = first10.setdefault(d, [])
                 if len(seen) < 10:
                     seen.append(flagged)
                 continue
-            first = self.user.first_label.get(d)
             if first is not None and s.event.ts > first:
                 neg.append(s.novelty)
                 known_flags.append(flagged)
@@ -372,6 +400,7 @@ class Evaluation:
             "novelty": {
                 "roc_auc": roc_auc(pos, neg),
                 "holdout": sorted(self.holdout),
+                "label_holdout_after": self.label_holdout_after,
                 "holdout_first10_flagged": {
                     d: round(sum(v) / len(v), 4) for d, v in sorted(first10.items())
                 },
@@ -402,8 +431,8 @@ class Evaluation:
         for device, onset in sorted(self.degraded.items()):
             after = [a for a in self.alerts if a["device"] == device and a["ts"] >= onset]
             first = min((a["ts"] for a in after), default=None)
-            delays[device] = None if first is None else round(
-                (first - onset).total_seconds() / 3600.0, 2
+            delays[device] = (
+                None if first is None else round((first - onset).total_seconds() / 3600.0, 2)
             )
             out.setdefault("first_alert", {})[device] = next(
                 (a["message"] for a in after if a["ts"] == first), None

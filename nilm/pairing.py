@@ -21,7 +21,8 @@ else halfway between the last event on those legs that had room for them and thi
 that a sag of its draw could explain is kept (a heater warming under a second element). So a
 second on of the same device no longer means its first off was missed (a dishwasher's heater
 switches on under its running pump), and a 240 V off whose on was seen on one leg only closes
-that leg's run with its part.
+that leg's run: with the other leg's part too, when that part is as large and closes no run of
+its own (the same load's other half, whose on hid under another load's step).
 """
 
 from __future__ import annotations
@@ -247,10 +248,25 @@ class Pairer:
             # A 240 V off whose on was seen on one leg only (its other half fell in the same
             # second as another load's step of the other sign): each leg's part closes that
             # leg's run.
-            for leg, part in (("a", -event.delta_p_a_w), ("b", -event.delta_p_b_w)):
+            parts = {"a": -event.delta_p_a_w, "b": -event.delta_p_b_w}
+            closing: dict[str, Activation] = {}
+            for leg, part in parts.items():
                 leg_run = self._best_run(leg, part, event.ts, device) if part > 0 else None
                 if leg_run is not None:
-                    changed.append(self._close(leg_run, event, part, device))
+                    closing[leg] = leg_run
+            if len(closing) == 1:
+                ((leg, run),) = closing.items()
+                hidden = parts["b" if leg == "a" else "a"]
+                if self.min_ratio <= hidden / parts[leg] <= self.max_ratio:
+                    # The other leg's part, as large and closing no run of its own, is the half
+                    # of the same load whose on hid under that other step: the run drew it all
+                    # along (else a stove's run seen on one leg would get half its energy).
+                    run = replace(run, legs="ab", power_w=run.power_w + hidden)
+                    self.open[leg].remove(closing[leg])
+                    self.open.setdefault("ab", []).append(run)
+                    return [*changed, self._close(run, event, parts[leg] + hidden, device)]
+            for leg, leg_run in closing.items():
+                changed.append(self._close(leg_run, event, parts[leg], device))
         return changed
 
     def _close(self, run: Activation, event: Event, off: float, device: str | None) -> Activation:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -98,3 +99,13 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in out and "readings" in out
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*) FROM events").fetchone() is not None
+
+
+def test_eval_says_when_the_user_labels_held_out_devices(tmp_path: Path, capsys) -> None:
+    out, truth = tmp_path / "sim.parquet", tmp_path / "truth.csv"
+    assert main(["simulate", "--days", "0.3", "--seed", "3", "--out", str(out),
+                 "--truth", str(truth)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["eval", str(out), "--truth", str(truth), "--label-holdout-after", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["novelty"]["label_holdout_after"] == 3

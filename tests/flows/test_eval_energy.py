@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.eval import energy_section, read_submeter
+from flows.eval import SubMeter, energy_section, evaluate_events, read_submeter
+from nilm.records import Event, TruthEvent
 
 T0 = datetime(2026, 2, 2, 6, tzinfo=UTC)
 
@@ -67,3 +69,40 @@ def test_activations_are_scored_against_the_submeter(tmp_path: Path) -> None:
     assert report["per_device"]["kettle"]["relative_error"] == 0.0
     assert report["per_device"]["fridge"]["relative_error"] == pytest.approx(-0.5)
     assert report["unassigned_kwh"] == pytest.approx(missing_wh / 1000, abs=1e-4)
+
+
+def test_energy_comes_under_both_protocols_when_held_out_devices_get_labelled() -> None:
+    # A kettle on leg a every hour for 12 h; a fan (held out) on leg b from hour 6, every 20 min.
+    n = 12 * 3600 + 600
+    power = {"kettle": np.zeros(n), "fan": np.zeros(n)}
+    truth: list[TruthEvent] = []
+    runs = [("kettle", "a", 1500.0, h * 3600, 180) for h in range(12)]
+    runs += [("fan", "b", 90.0, 6 * 3600 + k * 1200, 300) for k in range(18)]
+    for device, leg, watts, start, length_s in runs:
+        power[device][start : start + length_s] = watts
+        truth.append(TruthEvent(T0 + timedelta(seconds=start), device, leg, "on", watts))
+        truth.append(
+            TruthEvent(T0 + timedelta(seconds=start + length_s), device, leg, "off", -watts)
+        )
+    truth.sort(key=lambda t: t.ts)
+    events = [
+        Event(
+            f"e{i}", "h", t.ts, t.legs, t.delta_p_w, 0.05 * t.delta_p_w, abs(t.delta_p_w),
+            t.delta_p_w / 120, 0.0, math.nan, math.nan,
+            t.delta_p_w if t.legs == "a" else 0.0, t.delta_p_w if t.legs == "b" else 0.0, 120.0,
+        )
+        for i, t in enumerate(truth)
+    ]  # fmt: skip
+    sub = SubMeter(T0.timestamp(), 1.0, power)
+    never = evaluate_events(events, truth, 3, holdout=["fan"], submeter=sub)["energy"]
+    seen = evaluate_events(events, truth, 3, holdout=["fan"], submeter=sub, label_holdout_after=10)[
+        "energy"
+    ]
+    assert never["label_holdout_after"] is None
+    assert "correctly_assigned_holdout_never_labelled" not in never
+    assert seen["label_holdout_after"] == 10
+    assert seen["correctly_assigned_holdout_never_labelled"] == never["correctly_assigned"]
+    # the fan's later runs now count for it
+    assert never["per_device"]["fan"]["estimated_kwh"] == 0.0
+    assert seen["per_device"]["fan"]["estimated_kwh"] > 0.0
+    assert seen["correctly_assigned"] > never["correctly_assigned"]

@@ -67,7 +67,9 @@ def test_a_missed_off_does_not_make_a_run_of_two_cycles() -> None:
     # room for one fridge only. When it ended is not known: halfway.
     changed = p.on_event(lev("c2", 2100, "a", 70.0, 195.0), "fridge")
     assert [(a.on_event_id, a.end_ts, a.abandoned) for a in changed] == [
-        ("c2", None, False), ("c1", T0 + timedelta(seconds=1100), False)]
+        ("c2", None, False),
+        ("c1", T0 + timedelta(seconds=1100), False),
+    ]
     (run,) = p.on_event(lev("off", 3000, "a", 194.0, 70.0), None)
     assert run.on_event_id == "c2" and run.duration_s == 900.0
     # Runs nobody closes are given up after max_run_s.
@@ -119,8 +121,11 @@ def test_a_run_whose_off_was_mismeasured_ends_at_the_drop_that_leaves_no_room_fo
     p.on_event(lev("base", 0, "a", 70.0, 70.0), None)
     p.on_event(lev("tv_on", 10, "a", 70.0, 170.0), "tv")
     (run,) = p.on_event(lev("tv_off", 3610, "a", 110.0, 70.0), None)
-    assert (run.on_event_id, run.off_event_id, run.end_ts) == ("tv_on", None, T0 + timedelta(
-        seconds=3610))
+    assert (run.on_event_id, run.off_event_id, run.end_ts) == (
+        "tv_on",
+        None,
+        T0 + timedelta(seconds=3610),
+    )
     assert run.energy_wh == pytest.approx(100.0) and not run.abandoned
     assert p.on_event(lev("lamp_off", 5 * 3600, "a", 170.0, 70.0), None) == []
 
@@ -135,7 +140,8 @@ def test_a_run_hidden_under_a_rise_ends_between_the_last_room_for_it_and_the_ris
     (mixer,) = [a for a in changed if a.on_event_id == "mixer_on"]
     # It ended between the last event with room for it and this one: halfway.
     assert mixer.end_ts == T0 + timedelta(seconds=550) and mixer.energy_wh == pytest.approx(
-        400.0 * 450 / 3600)
+        400.0 * 450 / 3600
+    )
     assert {a.on_event_id for r in p.open.values() for a in r} == {"fan_on", "lamp_on"}
 
 
@@ -205,16 +211,43 @@ def test_a_merged_drop_closes_the_runs_that_add_up_to_it_not_a_larger_one() -> N
 
 def test_a_240v_off_closes_the_one_leg_run_its_on_left() -> None:
     """A stove's on fell in the same second as a kettle's off on leg a, so only its leg-b half
-    made an event; its off steps both legs. The off's leg-b part closes that run, at the off."""
+    made an event; its off steps both legs. The off closes that run, at the off, and its leg-a
+    part (as large, and no run of its own on leg a) says the stove drew on both legs all along."""
     p = Pairer()
     p.on_event(lev("base", 0, "b", 80.0, 80.0), None)
     p.on_event(lev("stove_b_on", 10, "b", 80.0, 496.0), "stove")
     off = Event("stove_off", "h", T0 + timedelta(seconds=3010), "ab", -830.0, 0.0, -830.0, 0.0,
                 0.0, 1010.0, 180.0, -420.0, -410.0, 240.0)  # fmt: skip
     (run,) = p.on_event(off, "stove")
-    assert (run.on_event_id, run.off_event_id, run.off_power_w) == ("stove_b_on", "stove_off",
-                                                                     410.0)
-    assert run.duration_s == 3000.0
+    assert (run.on_event_id, run.off_event_id, run.off_power_w) == (
+        "stove_b_on",
+        "stove_off",
+        830.0,
+    )
+    assert run.duration_s == 3000.0 and run.legs == "ab"
+    assert run.energy_wh == pytest.approx((416.0 + 420.0 + 830.0) / 2 * 3000.0 / 3600.0)
+    assert not any(p.open.values())
+
+
+def test_a_240v_off_over_two_one_leg_runs_closes_each_with_its_part() -> None:
+    p = Pairer()
+    p.on_event(ev("heater_a", 0, "a", 400.0), "heater")
+    p.on_event(ev("lamp_b", 5, "b", 100.0), "lamp")
+    off = Event("both_off", "h", T0 + timedelta(seconds=600), "ab", -500.0, 0.0, -500.0, 0.0,
+                0.0, 0.0, 0.0, -400.0, -100.0, 240.0)  # fmt: skip
+    runs = {a.on_event_id: a for a in p.on_event(off, None)}
+    assert runs["heater_a"].off_power_w == 400.0 and runs["heater_a"].legs == "a"
+    assert runs["lamp_b"].off_power_w == 100.0 and runs["lamp_b"].legs == "b"
+
+
+def test_a_240v_off_with_an_unbalanced_other_part_closes_only_its_leg() -> None:
+    """A 400 W part on leg b with no run there is no half of a 100 W leg-a run."""
+    p = Pairer()
+    p.on_event(ev("lamp_a", 0, "a", 100.0), "lamp")
+    off = Event("off", "h", T0 + timedelta(seconds=600), "ab", -500.0, 0.0, -500.0, 0.0,
+                0.0, 0.0, 0.0, -100.0, -400.0, 240.0)  # fmt: skip
+    (run,) = p.on_event(off, None)
+    assert (run.legs, run.power_w, run.off_power_w) == ("a", 100.0, 100.0)
 
 
 def test_the_first_240v_event_takes_its_base_from_the_two_legs() -> None:
