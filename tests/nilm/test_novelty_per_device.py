@@ -60,3 +60,27 @@ def test_a_snapshot_from_before_per_feature_spreads_loads_and_judges_as_it_did()
     probe = _event(2.52, 1.0, hour=3.0)
     assert restored.score_one(probe) == old.score_one(probe)
     assert pickle.loads(pickle.dumps(restored)).score_one(probe) == old.score_one(probe)
+
+
+def _fridge_starts(detector: NoveltyDetector, inrush: float) -> None:
+    """A compressor's starts, each labelled with the inrush the meter happened to catch."""
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        start = _event(1.85 + rng.normal(0.0, 0.01), 0.78 + rng.normal(0.0, 0.01), leg="a")
+        detector.learn_label({**start, "inrush": inrush + rng.normal(0.0, 0.02)}, "fridge")
+
+
+def test_a_start_whose_inrush_fell_between_samples_is_not_new() -> None:
+    detector = NoveltyDetector(seed=0)
+    _fridge_starts(detector, inrush=3.0)  # every labelled start caught its inrush
+    missed = {**_event(1.85, 0.78, leg="a"), "inrush": 0.0}
+    assert not detector.score_one(missed).novel
+
+
+def test_more_inrush_than_any_label_showed_still_counts() -> None:
+    detector = NoveltyDetector(seed=0)
+    _fridge_starts(detector, inrush=0.0)
+    calm = {**_event(1.85, 0.78, leg="a"), "inrush": 0.0}
+    surging = {**_event(1.85, 0.78, leg="a"), "inrush": 3.0}
+    assert not detector.score_one(calm).novel
+    assert detector.score_one(surging).novel
