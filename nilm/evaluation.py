@@ -263,7 +263,6 @@ class Evaluation:
         self.tolerance_s = tolerance_s
         self.min_w = min_w
         self.repredict_at_end = repredict_at_end
-        self.label_holdout_after = label_holdout_after
         self.user = _User(label_budget, self.holdout, per_review, label_holdout_after)
         self.detectors: dict[str, HomeEventDetector] = {}
         self.learners: dict[str, HomeLearner] = {}
@@ -400,7 +399,7 @@ class Evaluation:
             "novelty": {
                 "roc_auc": roc_auc(pos, neg),
                 "holdout": sorted(self.holdout),
-                "label_holdout_after": self.label_holdout_after,
+                "label_holdout_after": self.user.label_holdout_after,
                 "holdout_first10_flagged": {
                     d: round(sum(v) / len(v), 4) for d, v in sorted(first10.items())
                 },

@@ -261,17 +261,22 @@ class Pairer:
                     # The other leg's part, as large and closing no run of its own, is the half
                     # of the same load whose on hid under that other step: the run drew it all
                     # along (else a stove's run seen on one leg would get half its energy).
-                    run = replace(run, legs="ab", power_w=run.power_w + hidden)
-                    self.open[leg].remove(closing[leg])
-                    self.open.setdefault("ab", []).append(run)
-                    return [*changed, self._close(run, event, parts[leg] + hidden, device)]
+                    self._take_out(run)
+                    whole = replace(run, legs="ab", power_w=run.power_w + hidden)
+                    return [*changed, self._ended(whole, event, parts[leg] + hidden, device)]
             for leg, leg_run in closing.items():
                 changed.append(self._close(leg_run, event, parts[leg], device))
         return changed
 
     def _close(self, run: Activation, event: Event, off: float, device: str | None) -> Activation:
+        self._take_out(run)
+        return self._ended(run, event, off, device)
+
+    def _take_out(self, run: Activation) -> None:
         self.open[run.legs].remove(run)
-        self.leg_power.pop(run.activation_id, None)
+        self._forget(run)
+
+    def _ended(self, run: Activation, event: Event, off: float, device: str | None) -> Activation:
         hours = (event.ts - run.start_ts).total_seconds() / 3600.0
         return replace(
             run,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -542,18 +542,8 @@ class LegSegmenter:
         self.slide_from = []
         self.slide_until = (anchors[best][0] + int(cfg.max_slide_s * 1e6), moved[best] > 0)
         self.sliding = self.slide_until
-        return LegStep(
-            leg=self.leg,
-            first=step.first,
-            last=step.last,
-            ts_us=step.ts_us,
-            last_ts_us=step.last_ts_us,
-            before=anchors[best][1],
-            after=step.after,
-            peak=step.peak,
-            settle_slope_w_per_s=step.settle_slope_w_per_s,
-            n_changepoints=step.n_changepoints,
-        )
+        # the slide's levels before are its first move's; the completing move's decay is not its
+        return replace(step, before=anchors[best][1], decay={})
 
     def _levels(self, lo: int, hi: int, buf: SampleBuffer) -> dict[str, float]:
         return {
@@ -761,15 +751,10 @@ class LegSegmenter:
 
     def _step(self, g: _Group, prev: int, buf: SampleBuffer) -> LegStep:
         cfg = self.config
-        lo = max(prev, g.first - cfg.before_samples)
-        before: dict[str, float] = {}
-        after: dict[str, float] = {}
+        before = self._levels(max(prev, g.first - cfg.before_samples), g.first, buf)
+        after = self._levels(g.last, g.after_hi, buf)
         peak: dict[str, float] = {}
         for leg in "ab":
-            for q in LEG_QUANTITIES:
-                name = f"{leg}_{q}"
-                before[name] = _median(buf.window(name, lo, g.first))
-                after[name] = _median(buf.window(name, g.last, g.after_hi))
             w = buf.window(f"{leg}_p", g.first, g.after_hi)
             w = w[np.isfinite(w)]
             peak[leg] = float(w.max()) if w.size else math.nan
